@@ -1,0 +1,33 @@
+"""The orchestrator's own settings: topics, consumer group, limits and chunking."""
+
+from __future__ import annotations
+
+from bos_project.settings.environment import (
+    encryption_keys,
+    env,
+    kafka_bootstrap,
+    positive_int,
+)
+from bos_project.settings.environment import bos_env as _bos_env
+
+KAFKA_BOOTSTRAP_SERVERS = kafka_bootstrap()
+BOS_TOPIC_REQUESTS = env.str("BOS_TOPIC_REQUESTS", default="bos.batch.requested")
+BOS_TOPIC_EVENTS = env.str("BOS_TOPIC_EVENTS", default="bos.batch.events")
+BOS_TOPIC_DLQ = env.str("BOS_TOPIC_DLQ", default="bos.batch.requested.dlq")
+BOS_CONSUMER_GROUP = env.str("BOS_CONSUMER_GROUP", default="bos-orchestrator")
+BOS_ENCRYPTION_KEYS = encryption_keys(_bos_env())
+
+# Limits on inbound requests; a request over them is refused (DLQ or HTTP 413/400).
+BOS_MAX_ITEMS = positive_int("BOS_MAX_ITEMS", 10_000)
+BOS_MAX_MESSAGE_BYTES = positive_int("BOS_MAX_MESSAGE_BYTES", 16 * 1024 * 1024)
+BOS_MAX_ITEM_BYTES = positive_int("BOS_MAX_ITEM_BYTES", 256 * 1024)
+# Items per Celery task in a per-item phase (a pipeline phase may set its own).
+BOS_CHUNK_SIZE = positive_int("BOS_CHUNK_SIZE", 100)
+# Outbox publisher: events per send batch and how long to wait for a NOTIFY.
+BOS_OUTBOX_BATCH_SIZE = positive_int("BOS_OUTBOX_BATCH_SIZE", 500)
+BOS_OUTBOX_IDLE_SECONDS = env.float("BOS_OUTBOX_IDLE_SECONDS", default=1.0)
+# The demo admin user `make run` creates.
+BOS_DEMO_USER = env.str("BOS_DEMO_USER", default="admin")
+BOS_DEMO_TENANT = env.str("BOS_DEMO_TENANT", default="demo")
+# Modules whose import registers phase handlers (see orchestrator.handlers).
+BOS_HANDLER_MODULES = env.list("BOS_HANDLER_MODULES", default=["tasks.handlers.essays"])

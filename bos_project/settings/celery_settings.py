@@ -1,0 +1,40 @@
+"""Celery settings (read by the app with namespace="CELERY").
+
+Chords use the Redis result backend: chord counters live in Redis, which is what
+chords on the django-db backend get wrong. Work that must not be lost is acked late and
+rejected back to the queue when a worker dies.
+"""
+
+from __future__ import annotations
+
+from bos_project.settings.environment import env, required_url
+
+REDIS_URL = required_url("REDIS_URL", ("redis", "rediss"))
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL
+if not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("CELERY_BROKER_URL must be a redis:// or amqp:// URL")
+
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("BOS_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("BOS_TASK_TIME_LIMIT", default=360)
+CELERY_RESULT_EXPIRES = 24 * 3600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Longer than any task may run, so an unacked task is not redelivered while still running.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_DEFAULT_QUEUE = "bos.orchestration"
+CELERY_TASK_ROUTES = {
+    "tasks.orchestration.*": {"queue": "bos.orchestration"},
+    "tasks.phases.run_item_chunk_task": {"queue": "bos.items"},
+    "tasks.phases.run_batch_phase_task": {"queue": "bos.batch"},
+}
+CELERY_IMPORTS = ["tasks.orchestration", "tasks.phases"]
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}

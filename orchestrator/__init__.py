@@ -1,0 +1,1 @@
+"""The BOS domain: models, state machine, pipelines, services, selectors, API, admin, Kafka."""

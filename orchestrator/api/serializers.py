@@ -1,0 +1,116 @@
+"""Input and output serializers of the REST API, kept separate (input validates, output shows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from orchestrator.kafka.messages import TENANT_PATTERN
+from orchestrator.models import Batch, BatchItem, PhaseRun, Pipeline, PipelineVersion, StateTransition
+from orchestrator.payloads import payload_from_storage
+
+
+class ItemInSerializer(serializers.Serializer):
+    key = serializers.CharField(max_length=200)
+    payload = serializers.JSONField(required=False, allow_null=True)
+
+
+class BatchCreateInSerializer(serializers.Serializer):
+    tenant = serializers.RegexField(TENANT_PATTERN)
+    external_id = serializers.CharField(max_length=200)
+    pipeline = serializers.CharField(max_length=100)
+    pipeline_version = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
+    deadline = serializers.DateTimeField(required=False, allow_null=True)
+    metadata = serializers.DictField(required=False, default=dict)
+    correlation_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    items = ItemInSerializer(many=True, allow_empty=False)
+
+    def validate_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        keys = [i["key"] for i in items]
+        if len(set(keys)) != len(keys):
+            raise serializers.ValidationError("item keys must be unique within a batch")
+        return items
+
+
+class ActionInSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class PhaseOutSerializer(serializers.ModelSerializer):
+    duration_seconds = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = PhaseRun
+        fields = [
+            "name", "handler", "mode", "state", "started_at", "finished_at", "attempts",
+            "items_total", "items_done", "items_failed", "chunks_total", "chunks_done",
+            "duration_seconds", "error",
+        ]
+
+
+class BatchOutSerializer(serializers.ModelSerializer):
+    tenant = serializers.CharField(source="tenant.slug")
+    pipeline = serializers.CharField(source="pipeline_version.pipeline.name")
+    pipeline_version = serializers.IntegerField(source="pipeline_version.version")
+
+    class Meta:
+        model = Batch
+        fields = [
+            "id", "external_id", "tenant", "pipeline", "pipeline_version", "state", "priority",
+            "deadline", "items_total", "items_succeeded", "items_failed", "created_at",
+            "updated_at", "finished_at",
+        ]
+
+
+class BatchDetailOutSerializer(BatchOutSerializer):
+    phases = PhaseOutSerializer(many=True)
+    active_phases = serializers.SerializerMethodField()
+
+    class Meta(BatchOutSerializer.Meta):
+        fields = [
+            *BatchOutSerializer.Meta.fields, "metadata", "correlation_id", "started_at",
+            "phases", "active_phases", "report", "error",
+        ]
+
+    def get_active_phases(self, batch: Batch) -> list[str]:
+        return [p.name for p in batch.phases.all() if p.state == "running"]
+
+
+class TransitionOutSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StateTransition
+        fields = ["seq", "from_state", "to_state", "at", "reason", "actor", "phase"]
+
+
+class ItemOutSerializer(serializers.ModelSerializer):
+    payload = serializers.SerializerMethodField()
+
+    class Meta:
+        model = BatchItem
+        fields = ["seq", "key", "state", "attempts", "failed_phase", "last_error", "payload"]
+
+    def get_payload(self, item: BatchItem) -> Any:
+        return payload_from_storage(item.payload)
+
+
+class PipelineVersionOutSerializer(serializers.ModelSerializer):
+    pipeline = serializers.CharField(source="pipeline.name")
+    active = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PipelineVersion
+        fields = ["pipeline", "version", "definition", "checksum", "created_at", "active"]
+
+    def get_active(self, version: PipelineVersion) -> bool:
+        return version.pipeline.active_version_id == version.id
+
+
+class PipelineOutSerializer(serializers.ModelSerializer):
+    active_version = serializers.IntegerField(source="active_version.version", allow_null=True)
+    definition = serializers.JSONField(source="active_version.definition", allow_null=True)
+
+    class Meta:
+        model = Pipeline
+        fields = ["name", "description", "active_version", "definition", "created_at"]

@@ -1,0 +1,130 @@
+"""REST views: batches (create, list, detail, history, items, operator actions) and pipelines.
+
+Every query is scoped to the caller's tenants: another tenant's batch answers 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from orchestrator.api.filters import BatchFilter
+from orchestrator.api.serializers import (
+    ActionInSerializer,
+    BatchCreateInSerializer,
+    BatchDetailOutSerializer,
+    BatchOutSerializer,
+    ItemOutSerializer,
+    PipelineOutSerializer,
+    PipelineVersionOutSerializer,
+    TransitionOutSerializer,
+)
+from orchestrator.errors import PermissionDenied
+from orchestrator.models import Batch, PhaseRun, Pipeline, PipelineVersion
+from orchestrator.selectors import batches_for, tenant_ids_for
+from orchestrator.services.batches import BatchRequest, batch_cancel, batch_create, batch_retry
+
+
+def _actor(request: Request) -> str:
+    return f"user:{request.user.get_username()}"
+
+
+class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    filterset_class = BatchFilter
+    lookup_value_regex = "[0-9a-fA-F-]{36}"
+
+    def get_queryset(self) -> QuerySet[Batch]:
+        qs = batches_for(self.request.user).order_by("-created_at")
+        if self.action == "retrieve":
+            qs = qs.prefetch_related(Prefetch("phases", PhaseRun.objects.order_by("position")))
+        return qs
+
+    def get_serializer_class(self) -> Any:
+        return BatchDetailOutSerializer if self.action == "retrieve" else BatchOutSerializer
+
+    def _require_operator(self, tenant_id: int) -> None:
+        if tenant_id not in tenant_ids_for(self.request.user, "operator"):
+            raise PermissionDenied("forbidden", "this needs the operator or admin role in the tenant")
+
+    @extend_schema(request=BatchCreateInSerializer, responses={201: BatchDetailOutSerializer, 200: BatchDetailOutSerializer})
+    def create(self, request: Request) -> Response:
+        data_in = BatchCreateInSerializer(data=request.data)
+        data_in.is_valid(raise_exception=True)
+        data = data_in.validated_data
+        if data["tenant"] not in set(
+            request.user.memberships.filter(  # type: ignore[union-attr]
+                role__in=["operator", "admin"]
+            ).values_list("tenant__slug", flat=True)
+        ):
+            raise PermissionDenied("forbidden", "this needs the operator or admin role in the tenant")
+        result = batch_create(
+            request=BatchRequest(
+                tenant=data["tenant"],
+                external_id=data["external_id"],
+                pipeline=data["pipeline"],
+                pipeline_version=data.get("pipeline_version"),
+                priority=data["priority"],
+                deadline=data.get("deadline"),
+                metadata=data["metadata"],
+                items=data["items"],
+                correlation_id=data.get("correlation_id") or "",
+            ),
+            actor=_actor(request),
+        )
+        batch = self.get_queryset().prefetch_related("phases").get(id=result.batch.id)
+        return Response(
+            BatchDetailOutSerializer(batch).data,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(responses=TransitionOutSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def history(self, request: Request, pk: str | None = None) -> Response:
+        batch = self.get_object()
+        return Response(TransitionOutSerializer(batch.transitions.order_by("seq"), many=True).data)
+
+    @extend_schema(responses=ItemOutSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def items(self, request: Request, pk: str | None = None) -> Response:
+        batch = self.get_object()
+        page = self.paginate_queryset(batch.items.order_by("seq"))
+        return self.get_paginated_response(ItemOutSerializer(page, many=True).data)
+
+    def _operator_action(self, request: Request, service: Any) -> Response:
+        batch = self.get_object()
+        self._require_operator(batch.tenant_id)
+        data_in = ActionInSerializer(data=request.data)
+        data_in.is_valid(raise_exception=True)
+        service(batch_id=batch.id, actor=_actor(request), reason=data_in.validated_data["reason"])
+        batch = self.get_queryset().prefetch_related("phases").get(id=batch.id)
+        return Response(BatchDetailOutSerializer(batch).data)
+
+    @extend_schema(request=ActionInSerializer, responses=BatchDetailOutSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        return self._operator_action(request, batch_cancel)
+
+    @extend_schema(request=ActionInSerializer, responses=BatchDetailOutSerializer)
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str | None = None) -> Response:
+        return self._operator_action(request, batch_retry)
+
+
+class PipelineViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = PipelineOutSerializer
+    lookup_field = "name"
+    queryset = Pipeline.objects.select_related("active_version").order_by("name")
+
+    @extend_schema(responses=PipelineVersionOutSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def versions(self, request: Request, name: str | None = None) -> Response:
+        pipeline = self.get_object()
+        versions = PipelineVersion.objects.filter(pipeline=pipeline).select_related("pipeline")
+        page = self.paginate_queryset(versions.order_by("-version"))
+        return self.get_paginated_response(PipelineVersionOutSerializer(page, many=True).data)

@@ -1,0 +1,1 @@
+"""Kafka edges of BOS: inbound message schemas, the consumer, the outbox publisher."""

@@ -1,0 +1,77 @@
+"""Building kafka-python clients from settings, waiting with backoff for the broker."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.conf import settings
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def with_backoff(
+    make: Callable[[], T],
+    *,
+    what: str,
+    should_stop: Callable[[], bool] = lambda: False,
+    base: float = 0.5,
+    cap: float = 30.0,
+    max_wait: float | None = None,
+) -> T:
+    """Call `make` until it stops raising NoBrokersAvailable, backing off exponentially."""
+    delay, waited = base, 0.0
+    while True:
+        try:
+            return make()
+        except NoBrokersAvailable:
+            if should_stop() or (max_wait is not None and waited >= max_wait):
+                raise
+            logger.warning(
+                "%s: no Kafka broker reachable at %s; retrying in %.1fs",
+                what,
+                ",".join(settings.KAFKA_BOOTSTRAP_SERVERS),
+                delay,
+            )
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, cap)
+
+
+def make_producer(**overrides: object) -> KafkaProducer:
+    config: dict[str, object] = {
+        "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
+        "acks": "all",
+        "linger_ms": 2,
+        "retries": 5,
+        "max_in_flight_requests_per_connection": 1,
+        "client_id": "bos",
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def ensure_topics(topics: list[str], *, partitions: int = 1) -> None:
+    """Create the topics that do not exist yet (the consumer never auto-creates them)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, client_id="bos-admin")
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
+                )
+                logger.info("created Kafka topics %s", ", ".join(missing))
+            except TopicAlreadyExistsError:
+                pass
+            except KafkaError as exc:
+                logger.warning("could not create topics %s: %s", missing, exc)
+    finally:
+        admin.close()

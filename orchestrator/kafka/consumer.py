@@ -1,0 +1,222 @@
+"""The Kafka consumer of batch requests (CONTRACT §2).
+
+The loop is validate → store → commit. A record is committed only after what it caused
+is durably stored, or after it was dead-lettered with its reason; a transient failure
+(database unreachable) rewinds the partition to that record and backs off, so nothing
+is lost and nothing is skipped. Values are deserialized inside the handler, so a bad
+message can't wedge the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, close_old_connections, transaction
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata
+
+from orchestrator.errors import Conflict, OrchestrationError
+from orchestrator.kafka.clients import ensure_topics, make_producer, with_backoff
+from orchestrator.kafka.messages import (
+    BatchRefData,
+    BatchRequestedData,
+    Envelope,
+    MessageRejected,
+    parse_data,
+    parse_envelope,
+)
+from orchestrator.models import Batch, ProcessedEvent, Tenant
+from orchestrator.services.batches import BatchRequest, batch_cancel, batch_create, batch_retry
+
+logger = logging.getLogger(__name__)
+TRANSIENT = (DatabaseError, InterfaceError, ConnectionError)
+
+
+@dataclass
+class PollStats:
+    processed: int = 0
+    dead_lettered: int = 0
+    retried: int = 0
+
+
+def _handle_requested(envelope: Envelope) -> str:
+    data = parse_data(BatchRequestedData, envelope.data)
+    request = BatchRequest(
+        tenant=envelope.tenant,
+        external_id=data.external_id,
+        pipeline=data.pipeline,
+        pipeline_version=data.pipeline_version,
+        priority=data.priority,
+        deadline=data.deadline,
+        metadata=data.metadata,
+        items=[{"key": i.key, "payload": i.payload} for i in data.items],
+        correlation_id=envelope.correlation_id or envelope.event_id,
+    )
+    result = batch_create(request=request, actor=f"kafka:{envelope.event_id}", event_id=envelope.event_id)
+    return f"batch {result.batch.id} {'created' if result.created else 'already exists'}"
+
+
+def _handle_batch_command(
+    service: Callable[..., Any], envelope: Envelope
+) -> str:
+    data = parse_data(BatchRefData, envelope.data)
+    batch_id = (
+        Batch.objects.filter(tenant__slug=envelope.tenant, external_id=data.external_id)
+        .values_list("id", flat=True)
+        .first()
+    )
+    if batch_id is None:
+        raise MessageRejected("batch_not_found", f"no batch {envelope.tenant}:{data.external_id}")
+    with transaction.atomic():
+        tenant = Tenant.objects.get(slug=envelope.tenant)
+        _, created = ProcessedEvent.objects.get_or_create(
+            event_id=envelope.event_id,
+            defaults={"event_type": envelope.event_type, "tenant": tenant, "batch_id": batch_id},
+        )
+        if not created:
+            return "duplicate event, ignored"
+        try:
+            service(batch_id=batch_id, actor=f"kafka:{envelope.event_id}", reason=data.reason)
+        except Conflict as exc:
+            # A valid command that no longer applies (the batch already ended): no effect.
+            return f"not applied: {exc.message}"
+    return f"{envelope.event_type} applied to batch {batch_id}"
+
+
+HANDLERS: dict[str, Callable[[Envelope], str]] = {
+    "batch.requested": _handle_requested,
+    "batch.cancel_requested": lambda e: _handle_batch_command(batch_cancel, e),
+    "batch.retry_requested": lambda e: _handle_batch_command(batch_retry, e),
+}
+
+
+class BatchRequestConsumer:
+    """One consumer in the group: `poll_once()` is one step of the loop, callable from tests."""
+
+    def __init__(
+        self,
+        *,
+        topic: str | None = None,
+        dlq_topic: str | None = None,
+        group_id: str | None = None,
+        poll_timeout_ms: int = 500,
+        max_records: int = 100,
+        session_timeout_ms: int = 10_000,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.topic = topic or settings.BOS_TOPIC_REQUESTS
+        self.dlq_topic = dlq_topic or settings.BOS_TOPIC_DLQ
+        self.group_id = group_id or settings.BOS_CONSUMER_GROUP
+        self.poll_timeout_ms = poll_timeout_ms
+        self.max_records = max_records
+        self.should_stop = should_stop
+        self.backoff = 0.0
+        with_backoff(
+            lambda: ensure_topics([self.topic, self.dlq_topic, settings.BOS_TOPIC_EVENTS]),
+            what="consumer start-up",
+            should_stop=should_stop,
+        )
+        self.consumer = with_backoff(
+            lambda: KafkaConsumer(
+                bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+                group_id=self.group_id,
+                client_id=f"bos-consumer-{self.group_id}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                allow_auto_create_topics=False,
+                max_poll_records=max_records,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=max(session_timeout_ms // 3, 100),
+                fetch_max_bytes=max(settings.BOS_MAX_MESSAGE_BYTES * 2, 52_428_800),
+                max_partition_fetch_bytes=settings.BOS_MAX_MESSAGE_BYTES + 1024 * 1024,
+            ),
+            what="consumer start-up",
+            should_stop=should_stop,
+        )
+        self.consumer.subscribe([self.topic])
+        self.producer = make_producer()
+        logger.info("consuming %s as group %s (DLQ %s)", self.topic, self.group_id, self.dlq_topic)
+
+    def poll_once(self) -> PollStats:
+        """Poll once, handle every record in order, commit what is done."""
+        stats = PollStats()
+        if self.backoff:
+            time.sleep(self.backoff)
+        batches = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+        if not batches:
+            return stats
+        close_old_connections()
+        done: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, records in batches.items():
+            for record in records:
+                try:
+                    outcome = self._handle(record)
+                except TRANSIENT as exc:
+                    logger.warning(
+                        "transient failure at %s[%d]@%d, will retry: %s",
+                        tp.topic, tp.partition, record.offset, exc,
+                    )
+                    close_old_connections()
+                    self.consumer.seek(tp, record.offset)
+                    self.backoff = min(max(self.backoff * 2, 0.5), 30.0)
+                    stats.retried += 1
+                    break
+                if outcome == "dlq":
+                    stats.dead_lettered += 1
+                stats.processed += 1
+                done[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+                if self.should_stop():
+                    break
+            else:
+                self.backoff = 0.0
+            if self.should_stop():
+                break
+        if done:
+            self.consumer.commit(offsets=done)
+        return stats
+
+    def _handle(self, record: ConsumerRecord) -> str:
+        try:
+            envelope = parse_envelope(record.value, max_bytes=settings.BOS_MAX_MESSAGE_BYTES)
+            message = HANDLERS[envelope.event_type](envelope)
+        except MessageRejected as exc:
+            self._dead_letter(record, exc.code, exc.message)
+            return "dlq"
+        except OrchestrationError as exc:
+            # Unknown pipeline or version, too many items, ...: it will never succeed.
+            self._dead_letter(record, exc.code, exc.message)
+            return "dlq"
+        logger.info(
+            "%s[%d]@%d %s: %s", record.topic, record.partition, record.offset,
+            envelope.event_type, message,
+        )
+        return "ok"
+
+    def _dead_letter(self, record: ConsumerRecord, code: str, message: str) -> None:
+        headers = [
+            ("bos-error-class", code.encode()),
+            ("bos-error", message[:1000].encode()),
+            ("bos-source-topic", record.topic.encode()),
+            ("bos-source-partition", str(record.partition).encode()),
+            ("bos-source-offset", str(record.offset).encode()),
+        ]
+        # Wait for the broker's ack: the record is committed only once its DLQ copy exists.
+        self.producer.send(self.dlq_topic, key=record.key, value=record.value, headers=headers).get(
+            timeout=30
+        )
+        logger.warning(
+            "dead-lettered %s[%d]@%d to %s: %s: %s",
+            record.topic, record.partition, record.offset, self.dlq_topic, code, message,
+        )
+
+    def close(self) -> None:
+        try:
+            self.consumer.close(autocommit=False)
+        finally:
+            self.producer.close(timeout=10)

@@ -1,0 +1,113 @@
+"""Strict schemas of inbound Kafka messages (CONTRACT §2), validated with pydantic.
+
+A message that fails here can never succeed: the consumer dead-letters it with the
+reason. Unknown extra fields are ignored so producers can add fields compatibly.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+
+
+class MessageRejected(Exception):
+    """An inbound message that can never succeed; `code` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+class ItemIn(_Lenient):
+    key: str = Field(min_length=1, max_length=200)
+    payload: Any = None
+
+
+class BatchRequestedData(_Lenient):
+    external_id: str = Field(min_length=1, max_length=200)
+    pipeline: str = Field(min_length=1, max_length=100)
+    pipeline_version: int | None = Field(default=None, ge=1)
+    priority: int = Field(default=5, ge=0, le=9)
+    deadline: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    items: list[ItemIn] = Field(min_length=1)
+
+    @field_validator("items")
+    @classmethod
+    def _unique_keys(cls, items: list[ItemIn]) -> list[ItemIn]:
+        keys = [i.key for i in items]
+        if len(set(keys)) != len(keys):
+            raise ValueError("item keys must be unique within a batch")
+        return items
+
+    @field_validator("deadline")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("deadline must include a time zone (e.g. ...Z)")
+        return value
+
+
+class BatchRefData(_Lenient):
+    external_id: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=500)
+
+
+class Envelope(_Lenient):
+    event_id: str = Field(min_length=1, max_length=100)
+    event_type: Literal["batch.requested", "batch.cancel_requested", "batch.retry_requested"]
+    schema_version: int
+    occurred_at: datetime | None = None
+    correlation_id: str | None = Field(default=None, max_length=200)
+    tenant: str = Field(pattern=TENANT_PATTERN)
+    data: dict[str, Any]
+
+    @field_validator("schema_version")
+    @classmethod
+    def _supported(cls, value: int) -> int:
+        if value not in SUPPORTED_SCHEMA_VERSIONS:
+            raise ValueError(f"schema_version {value} is not supported")
+        return value
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_envelope(value: bytes | None, *, max_bytes: int) -> Envelope:
+    if value is None:
+        raise MessageRejected("empty_message", "message has no value")
+    if len(value) > max_bytes:
+        raise MessageRejected("too_large", f"message is {len(value)} bytes; at most {max_bytes}")
+    try:
+        raw = json.loads(value.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageRejected("invalid_json", f"value is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise MessageRejected("invalid_schema", "value must be a JSON object")
+    try:
+        return Envelope.model_validate(raw)
+    except ValidationError as exc:
+        raise MessageRejected("invalid_schema", _describe(exc)) from exc
+
+
+def parse_data(model: type[BatchRequestedData] | type[BatchRefData], data: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise MessageRejected("invalid_schema", "data." + _describe(exc)) from exc

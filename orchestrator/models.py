@@ -1,0 +1,293 @@
+"""Database models of the orchestrator.
+
+Fields, constraints, indexes and small properties only: every state change goes
+through a service in `orchestrator.services`. Every row that belongs to someone carries
+its tenant, so access control, retention and encryption can be added by tenant.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from orchestrator.states import BatchState, ItemState, PhaseState
+
+
+def _choices(enum: type[BatchState] | type[PhaseState] | type[ItemState]) -> list[tuple[str, str]]:
+    return [(m.value, m.value.replace("_", " ")) for m in enum]
+
+
+class Tenant(models.Model):
+    slug = models.SlugField(max_length=63, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        VIEWER = "viewer"
+        OPERATOR = "operator"
+        ADMIN = "admin"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "tenant"], name="membership_unique_user_tenant")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.tenant} ({self.role})"
+
+
+class Pipeline(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    active_version = models.ForeignKey(
+        "PipelineVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PipelineVersion(models.Model):
+    """An immutable, validated definition; a batch keeps its version to its end."""
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    definition = models.JSONField()
+    checksum = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "version"], name="pipelineversion_unique"),
+        ]
+        ordering = ["pipeline_id", "-version"]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline.name} v{self.version}"
+
+
+class Batch(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="batches")
+    external_id = models.CharField(max_length=200)
+    pipeline_version = models.ForeignKey(PipelineVersion, on_delete=models.PROTECT, related_name="batches")
+    state = models.CharField(max_length=32, choices=_choices(BatchState), default=BatchState.RECEIVED)
+    priority = models.PositiveSmallIntegerField(default=5)
+    deadline = models.DateTimeField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    correlation_id = models.CharField(max_length=200, blank=True)
+    items_total = models.PositiveIntegerField(default=0)
+    items_succeeded = models.PositiveIntegerField(default=0)
+    items_failed = models.PositiveIntegerField(default=0)
+    report = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    # The seq of the last StateTransition; the next one gets this + 1.
+    transitions_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "external_id"], name="batch_unique_external_id"),
+            models.CheckConstraint(condition=Q(priority__lte=9), name="batch_priority_0_9"),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"], name="batch_tenant_created"),
+            models.Index(fields=["tenant", "state", "-created_at"], name="batch_tenant_state"),
+            # The reconciler's scan: non-terminal batches by age.
+            models.Index(
+                fields=["state", "updated_at"],
+                name="batch_active_by_age",
+                condition=Q(state__in=["received", "accepted", "running"]),
+            ),
+        ]
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}:{self.external_id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        from orchestrator.states import BATCH_TERMINAL
+
+        return BatchState(self.state) in BATCH_TERMINAL
+
+
+class BatchItem(models.Model):
+    """One unit of work. Its payload is read and written only through `orchestrator.payloads`."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    seq = models.PositiveIntegerField()
+    key = models.CharField(max_length=200)
+    payload = models.JSONField()
+    state = models.CharField(max_length=16, choices=_choices(ItemState), default=ItemState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    failed_phase = models.CharField(max_length=64, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "seq"], name="item_unique_seq"),
+            models.UniqueConstraint(fields=["batch", "key"], name="item_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class PhaseRun(models.Model):
+    """One phase of one batch: its state, timing and progress."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="phases")
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    name = models.CharField(max_length=64)
+    handler = models.CharField(max_length=200)
+    mode = models.CharField(max_length=16)
+    position = models.PositiveSmallIntegerField()
+    state = models.CharField(max_length=16, choices=_choices(PhaseState), default=PhaseState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    chunk_size = models.PositiveIntegerField(default=100)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    items_total = models.PositiveIntegerField(default=0)
+    items_done = models.PositiveIntegerField(default=0)
+    items_failed = models.PositiveIntegerField(default=0)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "name"], name="phaserun_unique_name"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["state", "started_at"],
+                name="phaserun_running",
+                condition=Q(state="running"),
+            ),
+            models.Index(fields=["finished_at"], name="phaserun_finished"),
+        ]
+        ordering = ["batch_id", "position"]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}/{self.name}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class ItemResult(models.Model):
+    """What one per-item phase produced for one item (or the error it raised)."""
+
+    item = models.ForeignKey(BatchItem, on_delete=models.CASCADE, related_name="results")
+    phase_run = models.ForeignKey(PhaseRun, on_delete=models.CASCADE, related_name="item_results")
+    ok = models.BooleanField()
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["phase_run", "item"], name="itemresult_unique"),
+        ]
+
+
+class ChunkRun(models.Model):
+    """A chunk of a per-item phase whose results are recorded: its idempotency key.
+
+    A chunk task delivered twice finds its row and records nothing the second time.
+    """
+
+    phase_run = models.ForeignKey(PhaseRun, on_delete=models.CASCADE, related_name="chunks")
+    start = models.PositiveIntegerField()
+    end = models.PositiveIntegerField()
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["phase_run", "start"], name="chunkrun_unique"),
+        ]
+
+
+class StateTransition(models.Model):
+    """Append-only history of a batch's state changes, ordered by `seq` within the batch."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="transitions")
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    seq = models.PositiveIntegerField()
+    from_state = models.CharField(max_length=32, blank=True)
+    to_state = models.CharField(max_length=32)
+    phase = models.CharField(max_length=64, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    actor = models.CharField(max_length=200)
+    at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "seq"], name="transition_unique_seq"),
+        ]
+        ordering = ["batch_id", "seq"]
+
+    def __str__(self) -> str:
+        return f"{self.from_state or '∅'} → {self.to_state}"
+
+
+class ProcessedEvent(models.Model):
+    """An inbound Kafka event already handled: the same event_id again does nothing."""
+
+    event_id = models.CharField(max_length=100, primary_key=True)
+    event_type = models.CharField(max_length=64)
+    tenant = models.ForeignKey(Tenant, null=True, on_delete=models.PROTECT, related_name="+")
+    batch = models.ForeignKey(Batch, null=True, on_delete=models.SET_NULL, related_name="+")
+    processed_at = models.DateTimeField(auto_now_add=True)
+
+
+class OutboxEvent(models.Model):
+    """A CONTRACT §3 event, written in the transaction of the change it reports.
+
+    The publisher sends unpublished rows in id order and marks them published once the
+    broker acknowledged them: an event exists if and only if its change was committed.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField(default=uuid.uuid4, unique=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    batch = models.ForeignKey(Batch, null=True, on_delete=models.CASCADE, related_name="outbox")
+    event_type = models.CharField(max_length=64)
+    key = models.CharField(max_length=200)
+    envelope = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["id"], name="outbox_unpublished", condition=Q(published_at__isnull=True)
+            ),
+        ]

@@ -1,0 +1,89 @@
+"""Selectors: reads of the domain, shared by the API, admin, commands and services."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import F, QuerySet
+
+from orchestrator.errors import InvalidRequest
+from orchestrator.handlers import handler_modes
+from orchestrator.models import Batch, ItemResult, Membership, PhaseRun, PipelineVersion
+from orchestrator.pipelines import PipelinePlan, parse_definition
+
+ROLE_RANK = {Membership.Role.VIEWER: 0, Membership.Role.OPERATOR: 1, Membership.Role.ADMIN: 2}
+
+
+def resolve_pipeline_version(pipeline: str, version: int | None) -> PipelineVersion:
+    """The version a new batch runs: the one asked for, else the pipeline's active one."""
+    qs = PipelineVersion.objects.select_related("pipeline").filter(pipeline__name=pipeline)
+    if version is None:
+        found = qs.filter(pipeline__active_version_id=F("id")).first()
+    else:
+        found = qs.filter(version=version).first()
+    if found is None:
+        if not qs.exists():
+            raise InvalidRequest("unknown_pipeline", f"pipeline {pipeline!r} does not exist")
+        raise InvalidRequest(
+            "unknown_pipeline_version", f"pipeline {pipeline!r} has no version {version}"
+        )
+    return found
+
+
+_PLANS: dict[tuple[int, str], PipelinePlan] = {}
+
+
+def pipeline_plan(version: PipelineVersion) -> PipelinePlan:
+    """The validated plan of a version; versions are immutable, so plans are cached."""
+    key = (version.id, version.checksum)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _PLANS[key] = parse_definition(version.definition, handler_modes())
+    return plan
+
+
+def tenant_ids_for(user: AbstractBaseUser | AnonymousUser, min_role: str = "viewer") -> list[int]:
+    if not user.is_authenticated:
+        return []
+    rank = ROLE_RANK[Membership.Role(min_role)]
+    return [
+        m.tenant_id
+        for m in Membership.objects.filter(user_id=user.pk)
+        if ROLE_RANK[Membership.Role(m.role)] >= rank
+    ]
+
+
+def batches_for(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Batch]:
+    """The batches a user may see: those of their tenants, and no others."""
+    return Batch.objects.filter(tenant_id__in=tenant_ids_for(user)).select_related(
+        "tenant", "pipeline_version__pipeline"
+    )
+
+
+def batch_phases(batch: Batch) -> QuerySet[PhaseRun]:
+    return batch.phases.order_by("position")
+
+
+def iter_item_results(phase_run_id: int) -> Iterator[tuple[str, bool, Any]]:
+    """(item key, ok, output) for every item a per-item phase recorded, streamed."""
+    rows = (
+        ItemResult.objects.filter(phase_run_id=phase_run_id)
+        .order_by("item__seq")
+        .values_list("item__key", "ok", "output")
+    )
+    yield from rows.iterator(chunk_size=2000)
+
+
+def batch_progress(batch: Batch) -> dict[str, Any]:
+    """Done and total units of work over the batch's phases (items for per-item phases)."""
+    done = total = 0
+    for phase in batch.phases.all():
+        if phase.mode == "per_item":
+            total += phase.items_total
+            done += phase.items_done
+        else:
+            total += 1
+            done += 1 if phase.state in ("succeeded", "skipped") else 0
+    return {"done": done, "total": total, "fraction": (done / total) if total else 1.0}

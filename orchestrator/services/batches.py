@@ -1,0 +1,345 @@
+"""Services that create and steer batches: create, start, cancel, retry, finish."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from orchestrator.errors import Conflict, InvalidRequest, NotFound
+from orchestrator.models import (
+    Batch,
+    BatchItem,
+    PhaseRun,
+    PipelineVersion,
+    StateTransition,
+    Tenant,
+)
+from orchestrator.payloads import payload_to_storage
+from orchestrator.pipelines import chunk_bounds
+from orchestrator.selectors import pipeline_plan, resolve_pipeline_version
+from orchestrator.services.events import emit, outbox_event, transition
+from orchestrator.states import (
+    BatchState,
+    ItemState,
+    PhaseState,
+    TransitionNotAllowed,
+    batch_outcome,
+    ready_phases,
+)
+
+logger = logging.getLogger(__name__)
+ORCHESTRATOR = "orchestrator"
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """A validated request for a batch, from Kafka or REST."""
+
+    tenant: str
+    external_id: str
+    pipeline: str
+    items: Sequence[dict[str, Any]]
+    pipeline_version: int | None = None
+    priority: int = 5
+    deadline: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    correlation_id: str = ""
+
+
+@dataclass(frozen=True)
+class BatchCreateResult:
+    batch: Batch
+    created: bool
+
+
+def _check_request(request: BatchRequest) -> None:
+    if not request.items:
+        raise InvalidRequest("no_items", "a batch needs at least one item")
+    if len(request.items) > settings.BOS_MAX_ITEMS:
+        raise InvalidRequest(
+            "too_many_items",
+            f"{len(request.items)} items; at most {settings.BOS_MAX_ITEMS} are allowed",
+        )
+    keys = [item["key"] for item in request.items]
+    if len(set(keys)) != len(keys):
+        raise InvalidRequest("duplicate_item_key", "item keys must be unique within a batch")
+    if not 0 <= request.priority <= 9:
+        raise InvalidRequest("invalid_priority", "priority must be between 0 and 9")
+
+
+def _claim_event(event_id: str, event_type: str, tenant: Tenant) -> bool:
+    """Record an inbound event id; False when it was already processed."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO orchestrator_processedevent (event_id, event_type, tenant_id, processed_at)"
+            " VALUES (%s, %s, %s, now()) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            [event_id, event_type, tenant.id],
+        )
+        return cursor.fetchone() is not None
+
+
+def _existing_for_event(event_id: str) -> Batch | None:
+    from orchestrator.models import ProcessedEvent
+
+    row = ProcessedEvent.objects.filter(event_id=event_id).select_related("batch").first()
+    return row.batch if row else None
+
+
+def batch_create(
+    *, request: BatchRequest, actor: str, event_id: str | None = None
+) -> BatchCreateResult:
+    """Store a batch with its items and phases, accept it, and start it after commit.
+
+    Idempotent: the same `event_id`, or the same (tenant, external_id), returns the
+    batch that exists and creates nothing.
+    """
+    _check_request(request)
+    version = resolve_pipeline_version(request.pipeline, request.pipeline_version)
+    plan = pipeline_plan(version)
+    now = timezone.now()
+    with transaction.atomic():
+        tenant, _ = Tenant.objects.get_or_create(slug=request.tenant)
+        if event_id and not _claim_event(event_id, "batch.requested", tenant):
+            existing = _existing_for_event(event_id)
+            if existing is not None:
+                return BatchCreateResult(existing, False)
+        batch = Batch(
+            tenant=tenant,
+            external_id=request.external_id,
+            pipeline_version=version,
+            priority=request.priority,
+            deadline=request.deadline,
+            metadata=request.metadata,
+            correlation_id=request.correlation_id,
+            items_total=len(request.items),
+            state="",
+        )
+        audit = [transition(batch, to=BatchState.RECEIVED, actor=actor, reason="requested", at=now)]
+        try:
+            with transaction.atomic():
+                batch.save(force_insert=True)
+        except IntegrityError:
+            existing = Batch.objects.select_related("tenant", "pipeline_version__pipeline").get(
+                tenant=tenant, external_id=request.external_id
+            )
+            _link_event(event_id, existing)
+            return BatchCreateResult(existing, False)
+        _link_event(event_id, batch)
+        BatchItem.objects.bulk_create(
+            [
+                BatchItem(
+                    batch_id=batch.id,
+                    tenant_id=tenant.id,
+                    seq=seq,
+                    key=item["key"],
+                    payload=payload_to_storage(item.get("payload")),
+                )
+                for seq, item in enumerate(request.items)
+            ],
+            batch_size=2000,
+        )
+        PhaseRun.objects.bulk_create(
+            [
+                PhaseRun(
+                    batch_id=batch.id,
+                    tenant_id=tenant.id,
+                    name=spec.name,
+                    handler=spec.handler,
+                    mode=spec.mode,
+                    position=position,
+                    items_total=batch.items_total if spec.mode == "per_item" else 0,
+                    chunk_size=chunk_size,
+                    chunks_total=len(chunk_bounds(batch.items_total, chunk_size))
+                    if spec.mode == "per_item"
+                    else 1,
+                )
+                for position, spec in enumerate(plan.phases)
+                for chunk_size in [spec.chunk_size or settings.BOS_CHUNK_SIZE]
+            ]
+        )
+        audit.append(
+            transition(batch, to=BatchState.ACCEPTED, actor=ORCHESTRATOR, reason="pipeline planned", at=now)
+        )
+        batch.save(update_fields=["state", "transitions_count"])
+        StateTransition.objects.bulk_create(audit)
+        emit([outbox_event(batch=batch, event_type="batch.accepted", at=now)])
+        batch_id = batch.id
+        transaction.on_commit(lambda: _enqueue_start(batch_id))
+    logger.info(
+        "batch created",
+        extra={"batch_id": str(batch.id), "tenant": tenant.slug, "external_id": batch.external_id},
+    )
+    return BatchCreateResult(batch, True)
+
+
+def _link_event(event_id: str | None, batch: Batch) -> None:
+    if event_id:
+        from orchestrator.models import ProcessedEvent
+
+        ProcessedEvent.objects.filter(event_id=event_id, batch__isnull=True).update(batch=batch)
+
+
+def _enqueue_start(batch_id: Any) -> None:
+    from tasks.orchestration import batch_start_task
+
+    batch_start_task.delay(str(batch_id))
+
+
+def lock_batch(batch_id: Any) -> Batch:
+    try:
+        return (
+            Batch.objects.select_for_update(of=("self",))
+            .select_related("tenant", "pipeline_version__pipeline")
+            .get(id=batch_id)
+        )
+    except (Batch.DoesNotExist, ValueError) as exc:
+        raise NotFound("batch_not_found", f"batch {batch_id} does not exist") from exc
+
+
+def batch_start(*, batch_id: Any) -> None:
+    """accepted → running, and dispatch the phases that can start. Idempotent."""
+    now = timezone.now()
+    with transaction.atomic():
+        batch = lock_batch(batch_id)
+        if batch.state != BatchState.ACCEPTED:
+            return
+        audit = [transition(batch, to=BatchState.RUNNING, actor=ORCHESTRATOR, reason="started", at=now)]
+        batch.started_at = now
+        phases = list(batch.phases.all())
+        events = [outbox_event(batch=batch, event_type="batch.started", at=now)]
+        events += advance(batch, phases, now=now, audit=audit)
+        save_batch(batch, audit)
+        emit(events)
+
+
+def save_batch(batch: Batch, audit: list[StateTransition]) -> None:
+    batch.save()
+    StateTransition.objects.bulk_create(audit)
+
+
+def advance(
+    batch: Batch, phases: list[PhaseRun], *, now: datetime, audit: list[StateTransition]
+) -> list[Any]:
+    """From the phases' states, start what is ready or finish the batch.
+
+    The caller holds the batch lock, so two phases finishing at once see each other's
+    result and exactly one of them starts what depended on both.
+    """
+    events: list[Any] = []
+    states = {p.name: PhaseState(p.state) for p in phases}
+    if PhaseState.FAILED not in states.values():
+        deps = pipeline_plan(batch.pipeline_version).dependencies
+        ready = ready_phases(deps, states)
+        to_start = [p for p in phases if p.name in ready]
+        if to_start:
+            PhaseRun.objects.filter(
+                id__in=[p.id for p in to_start], state=PhaseState.PENDING
+            ).update(state=PhaseState.RUNNING, started_at=now, finished_at=None, error="")
+            for phase in to_start:
+                phase.state = PhaseState.RUNNING
+                phase.started_at = now
+                states[phase.name] = PhaseState.RUNNING
+                events.append(
+                    outbox_event(
+                        batch=batch, event_type="batch.phase_started", at=now, data={"phase": phase.name}
+                    )
+                )
+            dispatch = [(p.id, p.mode, p.items_total, p.chunk_size) for p in to_start]
+            transaction.on_commit(lambda: _enqueue_phases(dispatch))
+    items_failed = BatchItem.objects.filter(batch_id=batch.id, state=ItemState.FAILED).count()
+    outcome = batch_outcome(states, items_failed)
+    if outcome is not None:
+        events += _finish(batch, phases, outcome, items_failed=items_failed, now=now, audit=audit)
+    return events
+
+
+def _finish(
+    batch: Batch,
+    phases: list[PhaseRun],
+    outcome: BatchState,
+    *,
+    items_failed: int,
+    now: datetime,
+    audit: list[StateTransition],
+) -> list[Any]:
+    if outcome != BatchState.FAILED:
+        BatchItem.objects.filter(batch_id=batch.id, state=ItemState.PENDING).update(
+            state=ItemState.SUCCEEDED
+        )
+    batch.items_failed = items_failed
+    batch.items_succeeded = (
+        batch.items_total - items_failed if outcome != BatchState.FAILED else 0
+    )
+    batch.report = {p.name: p.output for p in phases if p.mode == "per_batch" and p.output is not None}
+    failed = [p for p in phases if p.state == PhaseState.FAILED]
+    reason = f"phase {failed[0].name} failed: {failed[0].error[:200]}" if failed else "all phases done"
+    if failed:
+        batch.error = failed[0].error
+    audit.append(
+        transition(batch, to=outcome, actor=ORCHESTRATOR, reason=reason, phase=failed[0].name if failed else "", at=now)
+    )
+    return [outbox_event(batch=batch, event_type=f"batch.{outcome.value}", at=now)]
+
+
+def _enqueue_phases(dispatch: list[tuple[int, str, int, int]]) -> None:
+    from orchestrator.workflows import dispatch_phase
+
+    for phase_run_id, mode, items_total, chunk_size in dispatch:
+        dispatch_phase(
+            phase_run_id=phase_run_id, mode=mode, items_total=items_total, chunk_size=chunk_size
+        )
+
+
+def batch_cancel(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
+    """Cancel a batch that has not ended; its pending and running phases are cancelled."""
+    now = timezone.now()
+    with transaction.atomic():
+        batch = lock_batch(batch_id)
+        try:
+            audit = [
+                transition(
+                    batch, to=BatchState.CANCELLED, actor=actor, reason=reason or "cancel requested", at=now
+                )
+            ]
+        except TransitionNotAllowed as exc:
+            raise Conflict(
+                "invalid_state", f"a {batch.state} batch cannot be cancelled", state=batch.state
+            ) from exc
+        PhaseRun.objects.filter(
+            batch_id=batch.id, state__in=[PhaseState.PENDING, PhaseState.RUNNING]
+        ).update(state=PhaseState.CANCELLED, finished_at=now)
+        save_batch(batch, audit)
+        emit([outbox_event(batch=batch, event_type="batch.cancelled", at=now)])
+    return batch
+
+
+def batch_retry(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
+    """Resume a failed batch: its failed phases run again, finished work is kept."""
+    now = timezone.now()
+    with transaction.atomic():
+        batch = lock_batch(batch_id)
+        try:
+            audit = [
+                transition(batch, to=BatchState.RUNNING, actor=actor, reason=reason or "retry requested", at=now)
+            ]
+        except TransitionNotAllowed as exc:
+            raise Conflict(
+                "invalid_state", f"a {batch.state} batch cannot be retried", state=batch.state
+            ) from exc
+        PhaseRun.objects.filter(
+            batch_id=batch.id, state__in=[PhaseState.FAILED, PhaseState.CANCELLED]
+        ).update(state=PhaseState.PENDING, error="")
+        batch.error = ""
+        phases = list(batch.phases.all())
+        events = [outbox_event(batch=batch, event_type="batch.retried", at=now)]
+        events += advance(batch, phases, now=now, audit=audit)
+        save_batch(batch, audit)
+        emit(events)
+    return batch

@@ -1,0 +1,149 @@
+"""The batch and phase state machines (CONTRACT §4), as pure code.
+
+No Django here: the transition tables, the terminal sets, and the functions that decide
+what a batch does next from the states of its phases. Services call these and persist
+what they decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+
+
+class BatchState(StrEnum):
+    RECEIVED = "received"
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ROLLED_BACK = "rolled_back"
+
+
+class PhaseState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class ItemState(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+BATCH_TERMINAL = frozenset(
+    {
+        BatchState.COMPLETED,
+        BatchState.COMPLETED_WITH_ERRORS,
+        BatchState.FAILED,
+        BatchState.CANCELLED,
+        BatchState.ROLLED_BACK,
+    }
+)
+PHASE_DONE = frozenset({PhaseState.SUCCEEDED, PhaseState.SKIPPED})
+PHASE_FINISHED = frozenset(
+    {PhaseState.SUCCEEDED, PhaseState.SKIPPED, PhaseState.FAILED, PhaseState.CANCELLED}
+)
+
+BATCH_TRANSITIONS: Mapping[BatchState | None, frozenset[BatchState]] = {
+    None: frozenset({BatchState.RECEIVED}),
+    BatchState.RECEIVED: frozenset(
+        {BatchState.ACCEPTED, BatchState.FAILED, BatchState.CANCELLED}
+    ),
+    BatchState.ACCEPTED: frozenset(
+        {BatchState.RUNNING, BatchState.FAILED, BatchState.CANCELLED}
+    ),
+    BatchState.RUNNING: frozenset(
+        {
+            BatchState.COMPLETED,
+            BatchState.COMPLETED_WITH_ERRORS,
+            BatchState.FAILED,
+            BatchState.CANCELLED,
+        }
+    ),
+    # A failed batch may be retried: its failed phases run again.
+    BatchState.FAILED: frozenset({BatchState.RUNNING}),
+    BatchState.COMPLETED: frozenset(),
+    BatchState.COMPLETED_WITH_ERRORS: frozenset(),
+    BatchState.CANCELLED: frozenset(),
+    BatchState.ROLLED_BACK: frozenset(),
+}
+
+PHASE_TRANSITIONS: Mapping[PhaseState, frozenset[PhaseState]] = {
+    PhaseState.PENDING: frozenset(
+        {PhaseState.RUNNING, PhaseState.SKIPPED, PhaseState.CANCELLED}
+    ),
+    PhaseState.RUNNING: frozenset(
+        {PhaseState.SUCCEEDED, PhaseState.FAILED, PhaseState.CANCELLED}
+    ),
+    PhaseState.FAILED: frozenset({PhaseState.PENDING}),
+    PhaseState.CANCELLED: frozenset({PhaseState.PENDING}),
+    PhaseState.SUCCEEDED: frozenset(),
+    PhaseState.SKIPPED: frozenset(),
+}
+
+
+class TransitionNotAllowed(Exception):
+    """A state change that the state machine does not allow."""
+
+    def __init__(self, current: str | None, target: str) -> None:
+        super().__init__(f"cannot go from {current or 'nothing'} to {target}")
+        self.current = current
+        self.target = target
+
+
+def can_transition(current: BatchState | None, target: BatchState) -> bool:
+    return target in BATCH_TRANSITIONS[current]
+
+
+def check_transition(current: BatchState | None, target: BatchState) -> None:
+    if not can_transition(current, target):
+        raise TransitionNotAllowed(current, target)
+
+
+def check_phase_transition(current: PhaseState, target: PhaseState) -> None:
+    if target not in PHASE_TRANSITIONS[current]:
+        raise TransitionNotAllowed(current, target)
+
+
+def is_valid_path(states: Iterable[BatchState | None]) -> bool:
+    """True when each consecutive pair of states is an allowed transition."""
+    seq = list(states)
+    return all(can_transition(a, b) for a, b in zip(seq, seq[1:], strict=False))
+
+
+def ready_phases(
+    dependencies: Mapping[str, Iterable[str]], phase_states: Mapping[str, PhaseState]
+) -> list[str]:
+    """The pending phases whose every dependency is done, in definition order."""
+    return [
+        name
+        for name, after in dependencies.items()
+        if phase_states[name] == PhaseState.PENDING
+        and all(phase_states[dep] in PHASE_DONE for dep in after)
+    ]
+
+
+def batch_outcome(
+    phase_states: Mapping[str, PhaseState], items_failed: int
+) -> BatchState | None:
+    """The terminal state a running batch reaches, or None while work remains.
+
+    A failed phase fails the batch once nothing else is running (so no work is left
+    orphaned); when every phase is done the batch is completed, with errors if any
+    item failed.
+    """
+    states = set(phase_states.values())
+    if PhaseState.RUNNING in states:
+        return None
+    if PhaseState.FAILED in states:
+        return BatchState.FAILED
+    if states <= PHASE_DONE:
+        return BatchState.COMPLETED_WITH_ERRORS if items_failed else BatchState.COMPLETED
+    return None

@@ -1,0 +1,1 @@
+"""Phase handlers: the code pipeline phases name. Each module registers its handlers."""

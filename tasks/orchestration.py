@@ -1,0 +1,36 @@
+"""Orchestration tasks: start a batch, record a phase's completion or failure.
+
+Thin by design: each takes ids and calls one service. Services are idempotent (they
+claim their transition), so a redelivered task does nothing the second time.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import DatabaseError, InterfaceError
+
+from orchestrator.services.batches import batch_start
+from orchestrator.services.phases import phase_complete, phase_fail
+
+RETRY = {
+    "autoretry_for": (DatabaseError, InterfaceError, ConnectionError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 20,
+}
+
+
+@shared_task(name="tasks.orchestration.batch_start_task", **RETRY)
+def batch_start_task(batch_id: str) -> None:
+    batch_start(batch_id=batch_id)
+
+
+@shared_task(name="tasks.orchestration.phase_complete_task", **RETRY)
+def phase_complete_task(phase_run_id: int) -> None:
+    phase_complete(phase_run_id=phase_run_id)
+
+
+@shared_task(name="tasks.orchestration.phase_fail_task", **RETRY)
+def phase_fail_task(phase_run_id: int, error: str) -> None:
+    phase_fail(phase_run_id=phase_run_id, error=error)
