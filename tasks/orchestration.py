@@ -7,13 +7,13 @@ claim their transition), so a redelivered task does nothing the second time.
 from __future__ import annotations
 
 from celery import shared_task
-from django.db import DatabaseError, InterfaceError
+from django.db import InterfaceError, OperationalError
 
 from orchestrator.services.batches import batch_start
 from orchestrator.services.phases import phase_complete, phase_fail
 
 RETRY = {
-    "autoretry_for": (DatabaseError, InterfaceError, ConnectionError),
+    "autoretry_for": (OperationalError, InterfaceError, ConnectionError),
     "retry_backoff": 1,
     "retry_backoff_max": 60,
     "retry_jitter": True,

@@ -7,6 +7,8 @@ rejected back to the queue when a worker dies.
 
 from __future__ import annotations
 
+from kombu import Queue
+
 from bos_project.settings.environment import env, required_url
 
 REDIS_URL = required_url("REDIS_URL", ("redis", "rediss"))
@@ -30,11 +32,19 @@ CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Longer than any task may run, so an unacked task is not redelivered while still running.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-CELERY_TASK_DEFAULT_QUEUE = "bos.orchestration"
+# Explicit queues: orchestration (short bookkeeping), item chunks, per-batch phases.
+# A prefix keeps a test run's tasks away from any other worker on the same broker.
+_PREFIX = env.str("BOS_QUEUE_PREFIX", default="")
+QUEUE_ORCHESTRATION = f"{_PREFIX}bos.orchestration"
+QUEUE_ITEMS = f"{_PREFIX}bos.items"
+QUEUE_BATCH = f"{_PREFIX}bos.batch"
+BOS_QUEUES = [QUEUE_ORCHESTRATION, QUEUE_ITEMS, QUEUE_BATCH]
+CELERY_TASK_QUEUES = [Queue(name) for name in BOS_QUEUES]
+CELERY_TASK_DEFAULT_QUEUE = QUEUE_ORCHESTRATION
 CELERY_TASK_ROUTES = {
-    "tasks.orchestration.*": {"queue": "bos.orchestration"},
-    "tasks.phases.run_item_chunk_task": {"queue": "bos.items"},
-    "tasks.phases.run_batch_phase_task": {"queue": "bos.batch"},
+    "tasks.orchestration.*": {"queue": QUEUE_ORCHESTRATION},
+    "tasks.phases.run_item_chunk_task": {"queue": QUEUE_ITEMS},
+    "tasks.phases.run_batch_phase_task": {"queue": QUEUE_BATCH},
 }
 CELERY_IMPORTS = ["tasks.orchestration", "tasks.phases"]
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}

@@ -10,10 +10,14 @@ from typing import TypeVar
 from django.conf import settings
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# kafka-python 3 raises these when it cannot bootstrap (it has no NoBrokersAvailable).
+UNREACHABLE = (KafkaTimeoutError, KafkaConnectionError)
+# How long one connection attempt waits for a broker before backing off.
+BOOTSTRAP_TIMEOUT_MS = 5000
 
 
 def with_backoff(
@@ -25,12 +29,12 @@ def with_backoff(
     cap: float = 30.0,
     max_wait: float | None = None,
 ) -> T:
-    """Call `make` until it stops raising NoBrokersAvailable, backing off exponentially."""
+    """Call `make` until the broker is reachable, backing off exponentially (capped)."""
     delay, waited = base, 0.0
     while True:
         try:
             return make()
-        except NoBrokersAvailable:
+        except UNREACHABLE:
             if should_stop() or (max_wait is not None and waited >= max_wait):
                 raise
             logger.warning(
@@ -52,6 +56,7 @@ def make_producer(**overrides: object) -> KafkaProducer:
         "retries": 5,
         "max_in_flight_requests_per_connection": 1,
         "client_id": "bos",
+        "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
     }
     config.update(overrides)
     return KafkaProducer(**config)
@@ -59,7 +64,11 @@ def make_producer(**overrides: object) -> KafkaProducer:
 
 def ensure_topics(topics: list[str], *, partitions: int = 1) -> None:
     """Create the topics that do not exist yet (the consumer never auto-creates them)."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, client_id="bos-admin")
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+        client_id="bos-admin",
+        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+    )
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]

@@ -16,13 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, close_old_connections, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 
 from orchestrator.errors import Conflict, OrchestrationError
-from orchestrator.kafka.clients import ensure_topics, make_producer, with_backoff
+from orchestrator.kafka.clients import (
+    BOOTSTRAP_TIMEOUT_MS,
+    ensure_topics,
+    make_producer,
+    with_backoff,
+)
 from orchestrator.kafka.messages import (
     BatchRefData,
     BatchRequestedData,
@@ -35,7 +40,7 @@ from orchestrator.models import Batch, ProcessedEvent, Tenant
 from orchestrator.services.batches import BatchRequest, batch_cancel, batch_create, batch_retry
 
 logger = logging.getLogger(__name__)
-TRANSIENT = (DatabaseError, InterfaceError, ConnectionError)
+TRANSIENT = (OperationalError, InterfaceError, ConnectionError)
 
 
 @dataclass
@@ -130,6 +135,7 @@ class BatchRequestConsumer:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 allow_auto_create_topics=False,
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
                 max_poll_records=max_records,
                 session_timeout_ms=session_timeout_ms,
                 heartbeat_interval_ms=max(session_timeout_ms // 3, 100),

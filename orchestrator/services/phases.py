@@ -41,18 +41,20 @@ def _running_phase(phase_run_id: int) -> PhaseRun | None:
     )
 
 
-def _claim_chunk(phase_run_id: int, start: int, end: int) -> int | None:
-    """Insert the chunk's idempotency row; None when it was already recorded."""
+def _claim_chunk(
+    phase_run_id: int, start: int, end: int, summary: dict[str, int], started_at: Any
+) -> bool:
+    """Insert the chunk's idempotency row; False when it was already recorded."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO orchestrator_chunkrun"
-            " (phase_run_id, start, \"end\", succeeded, failed, skipped, finished_at)"
-            " VALUES (%s, %s, %s, 0, 0, 0, now())"
+            "INSERT INTO orchestrator_chunkrun (phase_run_id, start, \"end\", succeeded, failed,"
+            " skipped, started_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, now())"
             " ON CONFLICT (phase_run_id, start) DO NOTHING RETURNING id",
-            [phase_run_id, start, end],
+            [phase_run_id, start, end, summary["succeeded"], summary["failed"],
+             summary["skipped"], started_at],
         )
         row = cursor.fetchone()
-    return row[0] if row else None
+    return row is not None
 
 
 def phase_chunk_run(*, phase_run_id: int, start: int, end: int) -> dict[str, int]:
@@ -61,6 +63,7 @@ def phase_chunk_run(*, phase_run_id: int, start: int, end: int) -> dict[str, int
     Items that failed in an earlier phase are skipped. An item whose handler raises
     is recorded as failed; the chunk goes on. Delivered twice, it records nothing new.
     """
+    started_at = timezone.now()
     phase = _running_phase(phase_run_id)
     if phase is None:
         return {"succeeded": 0, "failed": 0, "skipped": 0, "stale": 1}
@@ -108,13 +111,11 @@ def phase_chunk_run(*, phase_run_id: int, start: int, end: int) -> dict[str, int
 
     summary = {"succeeded": len(results) - len(failures), "failed": len(failures), "skipped": skipped}
     with transaction.atomic():
-        chunk_id = _claim_chunk(phase.id, start, end)
-        if chunk_id is None:
+        if not _claim_chunk(phase.id, start, end, summary, started_at):
             return {**summary, "duplicate": 1}
         ItemResult.objects.bulk_create(results)
         if failures:
             BatchItem.objects.bulk_update(failures, ["state", "failed_phase", "last_error"])
-        ChunkRun.objects.filter(id=chunk_id).update(**summary)
         PhaseRun.objects.filter(id=phase.id).update(
             chunks_done=F("chunks_done") + 1,
             items_done=F("items_done") + len(items),

@@ -1,0 +1,1 @@
+"""BOS test suite: unit (pure core), integration (real services), e2e."""

@@ -1,0 +1,105 @@
+"""Fixtures: a real Celery worker process, Kafka topics and consumer, published pipelines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from orchestrator.kafka.clients import ensure_topics
+from orchestrator.kafka.consumer import BatchRequestConsumer
+from orchestrator.kafka.publisher import OutboxPublisher
+from tests.support.factories import publish_essay_pipeline, publish_test_pipeline
+
+LOG_DIR = Path(settings.BOS_HOME) / "test-logs"
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    auth = db["USER"] or "postgres"
+    if db.get("PASSWORD"):
+        auth += f":{db['PASSWORD']}"
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `celery worker` process (prefork, 4 children) on the test database."""
+    from bos_project.celery import app
+
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = open(LOG_DIR / "worker.log", "wb")  # noqa: SIM115 - closed at teardown
+    env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    node = f"test-{os.environ['BOS_TEST_RUN_ID']}@%h"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "bos_project", "worker", "-c", "4", "-l", "info",
+         "-n", node, "--without-gossip", "--without-mingle"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
+    )
+    deadline = time.monotonic() + 60
+    while not app.control.ping(timeout=0.5):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"test worker did not start; see {LOG_DIR / 'worker.log'}")
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_topics() -> list[str]:
+    topics = [settings.BOS_TOPIC_REQUESTS, settings.BOS_TOPIC_EVENTS, settings.BOS_TOPIC_DLQ]
+    ensure_topics(topics)
+    return topics
+
+
+@pytest.fixture(scope="session")
+def request_consumer(kafka_topics: list[str]) -> Iterator[BatchRequestConsumer]:
+    consumer = BatchRequestConsumer(session_timeout_ms=6000, poll_timeout_ms=200)
+    yield consumer
+    consumer.close()
+
+
+@pytest.fixture
+def publisher(kafka_topics: list[str]) -> Iterator[OutboxPublisher]:
+    pub = OutboxPublisher()
+    yield pub
+    pub.close()
+
+
+@pytest.fixture
+def essay_pipeline(transactional_db: None) -> None:
+    publish_essay_pipeline()
+
+
+@pytest.fixture
+def test_pipelines(transactional_db: None) -> None:
+    publish_test_pipeline(
+        "echo",
+        [
+            {"name": "first", "handler": "test.echo", "mode": "per_item", "chunk_size": 4},
+            {"name": "count", "handler": "test.count", "mode": "per_batch", "after": ["first"]},
+        ],
+    )
+    publish_test_pipeline(
+        "explodes",
+        [
+            {"name": "first", "handler": "test.echo", "mode": "per_item"},
+            {"name": "boom", "handler": "test.explode", "mode": "per_batch", "after": ["first"]},
+        ],
+    )
+    publish_test_pipeline(
+        "slow",
+        [{"name": "wait", "handler": "test.slow", "mode": "per_item", "chunk_size": 1,
+          "options": {"seconds": 0.5}}],
+    )

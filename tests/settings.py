@@ -1,0 +1,24 @@
+"""Settings for the test run: the project's settings, with names of their own.
+
+Queue and topic names get a per-run suffix, so a test run never shares work with a
+`make run` on the same broker, nor reads another run's Kafka messages. The Celery
+worker that the tests start inherits these variables.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+os.environ.setdefault("BOS_ENV", "test")
+_RUN = os.environ.setdefault("BOS_TEST_RUN_ID", uuid.uuid4().hex[:8])
+os.environ.setdefault("BOS_QUEUE_PREFIX", f"test-{_RUN}.")
+os.environ.setdefault("BOS_TOPIC_REQUESTS", f"test-{_RUN}.batch.requested")
+os.environ.setdefault("BOS_TOPIC_EVENTS", f"test-{_RUN}.batch.events")
+os.environ.setdefault("BOS_TOPIC_DLQ", f"test-{_RUN}.batch.requested.dlq")
+os.environ.setdefault("BOS_CONSUMER_GROUP", f"test-{_RUN}")
+os.environ.setdefault("BOS_HANDLER_MODULES", "tasks.handlers.essays,tests.support.handlers")
+# Test workers close connections after each task, so the test database can be dropped.
+os.environ.setdefault("BOS_DB_CONN_MAX_AGE", "0")
+
+from bos_project.settings import *  # noqa: E402, F403

@@ -1,0 +1,1 @@
+"""Helpers for tests: factories, handlers for test pipelines, Kafka and worker utilities."""

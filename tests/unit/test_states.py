@@ -1,0 +1,70 @@
+"""The batch state machine and phase scheduling, as pure code."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.states import (
+    BatchState,
+    PhaseState,
+    TransitionNotAllowed,
+    batch_outcome,
+    can_transition,
+    check_transition,
+    is_valid_path,
+    ready_phases,
+)
+
+pytestmark = pytest.mark.unit
+B, P = BatchState, PhaseState
+DEPS = {"validate": (), "spellcheck": ("validate",), "stats": ("validate",), "aggregate": ("spellcheck", "stats")}
+
+
+def test_happy_path_is_a_valid_path() -> None:
+    assert is_valid_path([None, B.RECEIVED, B.ACCEPTED, B.RUNNING, B.COMPLETED])
+
+
+@pytest.mark.parametrize("terminal", [B.COMPLETED, B.COMPLETED_WITH_ERRORS, B.CANCELLED, B.ROLLED_BACK])
+def test_terminal_states_cannot_be_left(terminal: BatchState) -> None:
+    for target in BatchState:
+        assert not can_transition(terminal, target)
+
+
+def test_skipping_acceptance_is_refused() -> None:
+    with pytest.raises(TransitionNotAllowed, match="received to running"):
+        check_transition(B.RECEIVED, B.RUNNING)
+
+
+def test_failed_batch_may_be_retried() -> None:
+    assert can_transition(B.FAILED, B.RUNNING)
+
+
+def test_first_phase_is_ready_at_start() -> None:
+    states = dict.fromkeys(DEPS, P.PENDING)
+    assert ready_phases(DEPS, states) == ["validate"]
+
+
+def test_independent_phases_become_ready_together() -> None:
+    states = {**dict.fromkeys(DEPS, P.PENDING), "validate": P.SUCCEEDED}
+    assert ready_phases(DEPS, states) == ["spellcheck", "stats"]
+
+
+def test_join_waits_for_every_dependency() -> None:
+    states = {"validate": P.SUCCEEDED, "spellcheck": P.SUCCEEDED, "stats": P.RUNNING, "aggregate": P.PENDING}
+    assert ready_phases(DEPS, states) == []
+    states["stats"] = P.SUCCEEDED
+    assert ready_phases(DEPS, states) == ["aggregate"]
+
+
+def test_outcome_waits_while_a_phase_runs() -> None:
+    assert batch_outcome({"a": P.FAILED, "b": P.RUNNING}, 0) is None
+
+
+def test_failed_phase_fails_the_batch_once_nothing_runs() -> None:
+    assert batch_outcome({"a": P.FAILED, "b": P.SUCCEEDED, "c": P.PENDING}, 0) == B.FAILED
+
+
+def test_failed_items_give_completed_with_errors() -> None:
+    done = dict.fromkeys(DEPS, P.SUCCEEDED)
+    assert batch_outcome(done, 0) == B.COMPLETED
+    assert batch_outcome(done, 3) == B.COMPLETED_WITH_ERRORS
