@@ -39,7 +39,18 @@ class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
 
 class PhaseRunInline(ReadOnlyInline):
     model = PhaseRun
-    fields = ["name", "mode", "state", "items_done", "items_total", "items_failed", "started_at", "finished_at", "attempts", "error"]
+    fields = [
+        "name",
+        "mode",
+        "state",
+        "items_done",
+        "items_total",
+        "items_failed",
+        "started_at",
+        "finished_at",
+        "attempts",
+        "error",
+    ]
     ordering = ["position"]
 
 
@@ -49,11 +60,15 @@ class TransitionInline(ReadOnlyInline):
     ordering = ["seq"]
 
 
-def _run_action(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Batch], service: Any, verb: str) -> None:
+def _run_action(
+    modeladmin: Any, request: HttpRequest, queryset: QuerySet[Batch], service: Any, verb: str
+) -> None:
     done = 0
     for batch in queryset:
         try:
-            service(batch_id=batch.id, actor=f"admin:{request.user.get_username()}", reason=f"{verb} from admin")
+            service(
+                batch_id=batch.id, actor=f"admin:{request.user.get_username()}", reason=f"{verb} from admin"
+            )
             done += 1
         except OrchestrationError as exc:
             modeladmin.message_user(request, f"{batch}: {exc.message}", messages.WARNING)
@@ -73,7 +88,17 @@ def retry_batches(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Batc
 
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["external_id", "tenant", "pipeline_version", "state", "priority", "items_total", "items_failed", "created_at", "finished_at"]
+    list_display = [
+        "external_id",
+        "tenant",
+        "pipeline_version",
+        "state",
+        "priority",
+        "items_total",
+        "items_failed",
+        "created_at",
+        "finished_at",
+    ]
     list_filter = ["state", "tenant", "pipeline_version__pipeline"]
     search_fields = ["external_id", "id", "correlation_id"]
     date_hierarchy = "created_at"

@@ -55,7 +55,9 @@ _REGISTRY: dict[str, Handler] = {}
 def item_handler(
     name: str, *, needs_results: bool = False
 ) -> Callable[[Callable[[ItemContext], Mapping[str, Any]]], Callable[[ItemContext], Mapping[str, Any]]]:
-    def register(func: Callable[[ItemContext], Mapping[str, Any]]) -> Callable[[ItemContext], Mapping[str, Any]]:
+    def register(
+        func: Callable[[ItemContext], Mapping[str, Any]],
+    ) -> Callable[[ItemContext], Mapping[str, Any]]:
         _REGISTRY[name] = Handler(name, "per_item", func, needs_results)
         return func
 
@@ -65,7 +67,9 @@ def item_handler(
 def batch_handler(
     name: str,
 ) -> Callable[[Callable[[BatchContext], Mapping[str, Any]]], Callable[[BatchContext], Mapping[str, Any]]]:
-    def register(func: Callable[[BatchContext], Mapping[str, Any]]) -> Callable[[BatchContext], Mapping[str, Any]]:
+    def register(
+        func: Callable[[BatchContext], Mapping[str, Any]],
+    ) -> Callable[[BatchContext], Mapping[str, Any]]:
         _REGISTRY[name] = Handler(name, "per_batch", func)
         return func
 

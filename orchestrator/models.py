@@ -288,7 +288,5 @@ class OutboxEvent(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(
-                fields=["id"], name="outbox_unpublished", condition=Q(published_at__isnull=True)
-            ),
+            models.Index(fields=["id"], name="outbox_unpublished", condition=Q(published_at__isnull=True)),
         ]

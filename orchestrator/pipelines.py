@@ -119,14 +119,11 @@ def parse_definition(raw: Any, handlers: Mapping[str, Mode]) -> PipelinePlan:
         seen.add(phase.name)
     for phase in model.phases:
         if phase.handler not in handlers:
-            raise PipelineDefinitionError(
-                "unknown_handler", f"unknown handler {phase.handler!r}", phase.name
-            )
+            raise PipelineDefinitionError("unknown_handler", f"unknown handler {phase.handler!r}", phase.name)
         if handlers[phase.handler] != phase.mode:
             raise PipelineDefinitionError(
                 "handler_mode_mismatch",
-                f"handler {phase.handler!r} is {handlers[phase.handler]}, "
-                f"but the phase is {phase.mode}",
+                f"handler {phase.handler!r} is {handlers[phase.handler]}, but the phase is {phase.mode}",
                 phase.name,
             )
         for dep in phase.after:
@@ -142,9 +139,7 @@ def parse_definition(raw: Any, handlers: Mapping[str, Mode]) -> PipelinePlan:
         order = list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as exc:
         cycle = exc.args[1]
-        raise PipelineDefinitionError(
-            "cycle", f"dependency cycle {' -> '.join(cycle)}", cycle[0]
-        ) from exc
+        raise PipelineDefinitionError("cycle", f"dependency cycle {' -> '.join(cycle)}", cycle[0]) from exc
 
     by_name = {p.name: p for p in model.phases}
     # Topological order, ties kept in definition order, so plans read like their source.

@@ -26,9 +26,7 @@ def resolve_pipeline_version(pipeline: str, version: int | None) -> PipelineVers
     if found is None:
         if not qs.exists():
             raise InvalidRequest("unknown_pipeline", f"pipeline {pipeline!r} does not exist")
-        raise InvalidRequest(
-            "unknown_pipeline_version", f"pipeline {pipeline!r} has no version {version}"
-        )
+        raise InvalidRequest("unknown_pipeline_version", f"pipeline {pipeline!r} has no version {version}")
     return found
 
 

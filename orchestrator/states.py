@@ -53,12 +53,8 @@ PHASE_FINISHED = frozenset(
 
 BATCH_TRANSITIONS: Mapping[BatchState | None, frozenset[BatchState]] = {
     None: frozenset({BatchState.RECEIVED}),
-    BatchState.RECEIVED: frozenset(
-        {BatchState.ACCEPTED, BatchState.FAILED, BatchState.CANCELLED}
-    ),
-    BatchState.ACCEPTED: frozenset(
-        {BatchState.RUNNING, BatchState.FAILED, BatchState.CANCELLED}
-    ),
+    BatchState.RECEIVED: frozenset({BatchState.ACCEPTED, BatchState.FAILED, BatchState.CANCELLED}),
+    BatchState.ACCEPTED: frozenset({BatchState.RUNNING, BatchState.FAILED, BatchState.CANCELLED}),
     BatchState.RUNNING: frozenset(
         {
             BatchState.COMPLETED,
@@ -76,12 +72,8 @@ BATCH_TRANSITIONS: Mapping[BatchState | None, frozenset[BatchState]] = {
 }
 
 PHASE_TRANSITIONS: Mapping[PhaseState, frozenset[PhaseState]] = {
-    PhaseState.PENDING: frozenset(
-        {PhaseState.RUNNING, PhaseState.SKIPPED, PhaseState.CANCELLED}
-    ),
-    PhaseState.RUNNING: frozenset(
-        {PhaseState.SUCCEEDED, PhaseState.FAILED, PhaseState.CANCELLED}
-    ),
+    PhaseState.PENDING: frozenset({PhaseState.RUNNING, PhaseState.SKIPPED, PhaseState.CANCELLED}),
+    PhaseState.RUNNING: frozenset({PhaseState.SUCCEEDED, PhaseState.FAILED, PhaseState.CANCELLED}),
     PhaseState.FAILED: frozenset({PhaseState.PENDING}),
     PhaseState.CANCELLED: frozenset({PhaseState.PENDING}),
     PhaseState.SUCCEEDED: frozenset(),
@@ -115,7 +107,7 @@ def check_phase_transition(current: PhaseState, target: PhaseState) -> None:
 def is_valid_path(states: Iterable[BatchState | None]) -> bool:
     """True when each consecutive pair of states is an allowed transition."""
     seq = list(states)
-    return all(can_transition(a, b) for a, b in zip(seq, seq[1:], strict=False))
+    return all(b is not None and can_transition(a, b) for a, b in zip(seq, seq[1:], strict=False))
 
 
 def ready_phases(
@@ -125,14 +117,11 @@ def ready_phases(
     return [
         name
         for name, after in dependencies.items()
-        if phase_states[name] == PhaseState.PENDING
-        and all(phase_states[dep] in PHASE_DONE for dep in after)
+        if phase_states[name] == PhaseState.PENDING and all(phase_states[dep] in PHASE_DONE for dep in after)
     ]
 
 
-def batch_outcome(
-    phase_states: Mapping[str, PhaseState], items_failed: int
-) -> BatchState | None:
+def batch_outcome(phase_states: Mapping[str, PhaseState], items_failed: int) -> BatchState | None:
     """The terminal state a running batch reaches, or None while work remains.
 
     A failed phase fails the batch once nothing else is running (so no work is left

@@ -6,31 +6,37 @@ claim their transition), so a redelivered task does nothing the second time.
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 
 from orchestrator.services.batches import batch_start
 from orchestrator.services.phases import phase_complete, phase_fail
 
-RETRY = {
-    "autoretry_for": (OperationalError, InterfaceError, ConnectionError),
-    "retry_backoff": 1,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
-    "max_retries": 20,
-}
+
+class RetryingTask(Task):  # type: ignore[type-arg]
+    """Retries with exponential backoff and jitter when the database or broker is away.
+
+    Only connection-level errors retry: anything else is a bug or a bad input, and
+    retrying it would only repeat it.
+    """
+
+    autoretry_for = (OperationalError, InterfaceError, ConnectionError)
+    retry_backoff = 1
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = 20
 
 
-@shared_task(name="tasks.orchestration.batch_start_task", **RETRY)
+@shared_task(name="tasks.orchestration.batch_start_task", base=RetryingTask)
 def batch_start_task(batch_id: str) -> None:
     batch_start(batch_id=batch_id)
 
 
-@shared_task(name="tasks.orchestration.phase_complete_task", **RETRY)
+@shared_task(name="tasks.orchestration.phase_complete_task", base=RetryingTask)
 def phase_complete_task(phase_run_id: int) -> None:
     phase_complete(phase_run_id=phase_run_id)
 
 
-@shared_task(name="tasks.orchestration.phase_fail_task", **RETRY)
+@shared_task(name="tasks.orchestration.phase_fail_task", base=RetryingTask)
 def phase_fail_task(phase_run_id: int, error: str) -> None:
     phase_fail(phase_run_id=phase_run_id, error=error)

@@ -39,9 +39,26 @@ def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[
     env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
     node = f"test-{os.environ['BOS_TEST_RUN_ID']}@%h"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "bos_project", "worker", "-c", "4", "-l", "info",
-         "-n", node, "--without-gossip", "--without-mingle"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bos_project",
+            "worker",
+            "-c",
+            "4",
+            "-l",
+            "info",
+            "-n",
+            node,
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=settings.BASE_DIR,
     )
     deadline = time.monotonic() + 60
     while not app.control.ping(timeout=0.5):
@@ -100,6 +117,13 @@ def test_pipelines(transactional_db: None) -> None:
     )
     publish_test_pipeline(
         "slow",
-        [{"name": "wait", "handler": "test.slow", "mode": "per_item", "chunk_size": 1,
-          "options": {"seconds": 0.5}}],
+        [
+            {
+                "name": "wait",
+                "handler": "test.slow",
+                "mode": "per_item",
+                "chunk_size": 1,
+                "options": {"seconds": 0.5},
+            }
+        ],
     )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from bos_project.settings.environment import bos_env as _bos_env
 from bos_project.settings.environment import (
     encryption_keys,
     env,
     kafka_bootstrap,
     positive_int,
 )
-from bos_project.settings.environment import bos_env as _bos_env
 
 KAFKA_BOOTSTRAP_SERVERS = kafka_bootstrap()
 BOS_TOPIC_REQUESTS = env.str("BOS_TOPIC_REQUESTS", default="bos.batch.requested")

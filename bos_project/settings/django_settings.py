@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from bos_project.settings.environment import (
     BASE_DIR,
-    BOS_HOME,
     bos_env,
     env,
     port,
@@ -83,6 +82,9 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Serve static files (admin, API docs) straight from the apps; no collectstatic needed.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

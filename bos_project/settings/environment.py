@@ -31,17 +31,15 @@ if SERVICES_ENV.exists():
 
 
 def bos_env() -> str:
-    value = env.str("BOS_ENV", default="development")
+    value = str(env.str("BOS_ENV", default="development"))
     if value not in ENVIRONMENTS:
-        raise ImproperlyConfigured(
-            f"BOS_ENV must be one of {', '.join(ENVIRONMENTS)}; got {value!r}"
-        )
+        raise ImproperlyConfigured(f"BOS_ENV must be one of {', '.join(ENVIRONMENTS)}; got {value!r}")
     return value
 
 
 def required_url(name: str, schemes: tuple[str, ...]) -> str:
     """Return the URL in `name`, or stop with a message saying how to get one."""
-    value = env.str(name, default="")
+    value = str(env.str(name, default=""))
     if not value:
         raise ImproperlyConfigured(
             f"{name} is not set and no embedded service is running: start BOS with "
@@ -49,9 +47,7 @@ def required_url(name: str, schemes: tuple[str, ...]) -> str:
         )
     scheme = urlparse(value).scheme
     if scheme not in schemes:
-        raise ImproperlyConfigured(
-            f"{name} must be a URL with scheme {' or '.join(schemes)}; got {value!r}"
-        )
+        raise ImproperlyConfigured(f"{name} must be a URL with scheme {' or '.join(schemes)}; got {value!r}")
     return value
 
 
@@ -67,15 +63,14 @@ def kafka_bootstrap() -> list[str]:
         host, _, port = server.rpartition(":")
         if not host or not port.isdigit():
             raise ImproperlyConfigured(
-                f"KAFKA_BOOTSTRAP_SERVERS must be a comma-separated list of host:port; "
-                f"got {value!r}"
+                f"KAFKA_BOOTSTRAP_SERVERS must be a comma-separated list of host:port; got {value!r}"
             )
     return servers
 
 
 def _dev_secret(name: str, filename: str, make: object, environment: str) -> str:
     """A secret from the environment, or (outside production) one generated once under .bos/."""
-    value = env.str(name, default="")
+    value = str(env.str(name, default=""))
     if value:
         return value
     if environment == "production":
@@ -98,9 +93,7 @@ def _dev_secret(name: str, filename: str, make: object, environment: str) -> str
 
 
 def secret_key(environment: str) -> str:
-    return _dev_secret(
-        "BOS_SECRET_KEY", "secret_key", lambda: secrets.token_urlsafe(50), environment
-    )
+    return _dev_secret("BOS_SECRET_KEY", "secret_key", lambda: secrets.token_urlsafe(50), environment)
 
 
 def encryption_keys(environment: str) -> list[str]:
@@ -126,7 +119,7 @@ def encryption_keys(environment: str) -> list[str]:
 
 def port(name: str, default: int) -> int:
     try:
-        value = env.int(name, default=default)
+        value = int(env.int(name, default=default))
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be a port number") from exc
     if not 0 < value < 65536:
@@ -136,7 +129,7 @@ def port(name: str, default: int) -> int:
 
 def positive_int(name: str, default: int) -> int:
     try:
-        value = env.int(name, default=default)
+        value = int(env.int(name, default=default))
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be an integer") from exc
     if value <= 0:

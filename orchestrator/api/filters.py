@@ -8,7 +8,7 @@ from orchestrator.models import Batch
 from orchestrator.states import BatchState
 
 
-class BatchFilter(django_filters.FilterSet):
+class BatchFilter(django_filters.FilterSet):  # type: ignore[misc]
     state = django_filters.ChoiceFilter(choices=[(s.value, s.value) for s in BatchState])
     pipeline = django_filters.CharFilter(field_name="pipeline_version__pipeline__name")
     external_id = django_filters.CharFilter()

@@ -38,9 +38,7 @@ class DatabaseCollector:
             labels=["pipeline", "phase"],
         )
         rows = (
-            PhaseRun.objects.filter(
-                finished_at__gte=timezone.now() - PHASE_WINDOW, started_at__isnull=False
-            )
+            PhaseRun.objects.filter(finished_at__gte=timezone.now() - PHASE_WINDOW, started_at__isnull=False)
             .annotate(d=F("finished_at") - F("started_at"))
             .values_list("batch__pipeline_version__pipeline__name", "name", "d")
         )
@@ -60,5 +58,5 @@ class DatabaseCollector:
 
 def metrics(request: HttpRequest) -> HttpResponse:
     registry = CollectorRegistry()
-    registry.register(DatabaseCollector())  # type: ignore[arg-type]
+    registry.register(DatabaseCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

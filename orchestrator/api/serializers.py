@@ -44,9 +44,20 @@ class PhaseOutSerializer(serializers.ModelSerializer):
     class Meta:
         model = PhaseRun
         fields = [
-            "name", "handler", "mode", "state", "started_at", "finished_at", "attempts",
-            "items_total", "items_done", "items_failed", "chunks_total", "chunks_done",
-            "duration_seconds", "error",
+            "name",
+            "handler",
+            "mode",
+            "state",
+            "started_at",
+            "finished_at",
+            "attempts",
+            "items_total",
+            "items_done",
+            "items_failed",
+            "chunks_total",
+            "chunks_done",
+            "duration_seconds",
+            "error",
         ]
 
 
@@ -58,9 +69,20 @@ class BatchOutSerializer(serializers.ModelSerializer):
     class Meta:
         model = Batch
         fields = [
-            "id", "external_id", "tenant", "pipeline", "pipeline_version", "state", "priority",
-            "deadline", "items_total", "items_succeeded", "items_failed", "created_at",
-            "updated_at", "finished_at",
+            "id",
+            "external_id",
+            "tenant",
+            "pipeline",
+            "pipeline_version",
+            "state",
+            "priority",
+            "deadline",
+            "items_total",
+            "items_succeeded",
+            "items_failed",
+            "created_at",
+            "updated_at",
+            "finished_at",
         ]
 
 
@@ -70,8 +92,14 @@ class BatchDetailOutSerializer(BatchOutSerializer):
 
     class Meta(BatchOutSerializer.Meta):
         fields = [
-            *BatchOutSerializer.Meta.fields, "metadata", "correlation_id", "started_at",
-            "phases", "active_phases", "report", "error",
+            *BatchOutSerializer.Meta.fields,
+            "metadata",
+            "correlation_id",
+            "started_at",
+            "phases",
+            "active_phases",
+            "report",
+            "error",
         ]
 
     def get_active_phases(self, batch: Batch) -> list[str]:

@@ -52,7 +52,10 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         if tenant_id not in tenant_ids_for(self.request.user, "operator"):
             raise PermissionDenied("forbidden", "this needs the operator or admin role in the tenant")
 
-    @extend_schema(request=BatchCreateInSerializer, responses={201: BatchDetailOutSerializer, 200: BatchDetailOutSerializer})
+    @extend_schema(
+        request=BatchCreateInSerializer,
+        responses={201: BatchDetailOutSerializer, 200: BatchDetailOutSerializer},
+    )
     def create(self, request: Request) -> Response:
         data_in = BatchCreateInSerializer(data=request.data)
         data_in.is_valid(raise_exception=True)

@@ -67,9 +67,7 @@ def _handle_requested(envelope: Envelope) -> str:
     return f"batch {result.batch.id} {'created' if result.created else 'already exists'}"
 
 
-def _handle_batch_command(
-    service: Callable[..., Any], envelope: Envelope
-) -> str:
+def _handle_batch_command(service: Callable[..., Any], envelope: Envelope) -> str:
     data = parse_data(BatchRefData, envelope.data)
     batch_id = (
         Batch.objects.filter(tenant__slug=envelope.tenant, external_id=data.external_id)
@@ -166,7 +164,10 @@ class BatchRequestConsumer:
                 except TRANSIENT as exc:
                     logger.warning(
                         "transient failure at %s[%d]@%d, will retry: %s",
-                        tp.topic, tp.partition, record.offset, exc,
+                        tp.topic,
+                        tp.partition,
+                        record.offset,
+                        exc,
                     )
                     close_old_connections()
                     self.consumer.seek(tp, record.offset)
@@ -199,8 +200,12 @@ class BatchRequestConsumer:
             self._dead_letter(record, exc.code, exc.message)
             return "dlq"
         logger.info(
-            "%s[%d]@%d %s: %s", record.topic, record.partition, record.offset,
-            envelope.event_type, message,
+            "%s[%d]@%d %s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            envelope.event_type,
+            message,
         )
         return "ok"
 
@@ -218,7 +223,12 @@ class BatchRequestConsumer:
         )
         logger.warning(
             "dead-lettered %s[%d]@%d to %s: %s: %s",
-            record.topic, record.partition, record.offset, self.dlq_topic, code, message,
+            record.topic,
+            record.partition,
+            record.offset,
+            self.dlq_topic,
+            code,
+            message,
         )
 
     def close(self) -> None:

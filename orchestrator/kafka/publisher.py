@@ -32,14 +32,22 @@ PUBLISHER_LOCK = 0x05B0_0001
 def _dsn() -> str:
     db = settings.DATABASES["default"]
     return psycopg.conninfo.make_conninfo(
-        host=db.get("HOST") or "", port=str(db.get("PORT") or ""), dbname=db["NAME"],
-        user=db.get("USER") or "", password=db.get("PASSWORD") or "",
+        host=db.get("HOST") or "",
+        port=str(db.get("PORT") or ""),
+        dbname=db["NAME"],
+        user=db.get("USER") or "",
+        password=db.get("PASSWORD") or "",
     )
 
 
 class OutboxPublisher:
-    def __init__(self, *, topic: str | None = None, producer: KafkaProducer | None = None,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        *,
+        topic: str | None = None,
+        producer: KafkaProducer | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.topic = topic or settings.BOS_TOPIC_EVENTS
         self.should_stop = should_stop
         self.producer = producer or with_backoff(
@@ -74,9 +82,7 @@ class OutboxPublisher:
             self.producer.flush(timeout=30)
             for future in futures:
                 future.get(timeout=30)  # raises if the broker did not acknowledge
-            OutboxEvent.objects.filter(id__in=[r[0] for r in rows]).update(
-                published_at=timezone.now()
-            )
+            OutboxEvent.objects.filter(id__in=[r[0] for r in rows]).update(published_at=timezone.now())
         return len(rows)
 
     def wait_for_events(self, timeout: float) -> None:

@@ -17,7 +17,6 @@ from orchestrator.models import (
     Batch,
     BatchItem,
     PhaseRun,
-    PipelineVersion,
     StateTransition,
     Tenant,
 )
@@ -92,9 +91,7 @@ def _existing_for_event(event_id: str) -> Batch | None:
     return row.batch if row else None
 
 
-def batch_create(
-    *, request: BatchRequest, actor: str, event_id: str | None = None
-) -> BatchCreateResult:
+def batch_create(*, request: BatchRequest, actor: str, event_id: str | None = None) -> BatchCreateResult:
     """Store a batch with its items and phases, accept it, and start it after commit.
 
     Idempotent: the same `event_id`, or the same (tenant, external_id), returns the
@@ -239,9 +236,9 @@ def advance(
         ready = ready_phases(deps, states)
         to_start = [p for p in phases if p.name in ready]
         if to_start:
-            PhaseRun.objects.filter(
-                id__in=[p.id for p in to_start], state=PhaseState.PENDING
-            ).update(state=PhaseState.RUNNING, started_at=now, finished_at=None, error="")
+            PhaseRun.objects.filter(id__in=[p.id for p in to_start], state=PhaseState.PENDING).update(
+                state=PhaseState.RUNNING, started_at=now, finished_at=None, error=""
+            )
             for phase in to_start:
                 phase.state = PhaseState.RUNNING
                 phase.started_at = now
@@ -270,20 +267,23 @@ def _finish(
     audit: list[StateTransition],
 ) -> list[Any]:
     if outcome != BatchState.FAILED:
-        BatchItem.objects.filter(batch_id=batch.id, state=ItemState.PENDING).update(
-            state=ItemState.SUCCEEDED
-        )
+        BatchItem.objects.filter(batch_id=batch.id, state=ItemState.PENDING).update(state=ItemState.SUCCEEDED)
     batch.items_failed = items_failed
-    batch.items_succeeded = (
-        batch.items_total - items_failed if outcome != BatchState.FAILED else 0
-    )
+    batch.items_succeeded = batch.items_total - items_failed if outcome != BatchState.FAILED else 0
     batch.report = {p.name: p.output for p in phases if p.mode == "per_batch" and p.output is not None}
     failed = [p for p in phases if p.state == PhaseState.FAILED]
     reason = f"phase {failed[0].name} failed: {failed[0].error[:200]}" if failed else "all phases done"
     if failed:
         batch.error = failed[0].error
     audit.append(
-        transition(batch, to=outcome, actor=ORCHESTRATOR, reason=reason, phase=failed[0].name if failed else "", at=now)
+        transition(
+            batch,
+            to=outcome,
+            actor=ORCHESTRATOR,
+            reason=reason,
+            phase=failed[0].name if failed else "",
+            at=now,
+        )
     )
     return [outbox_event(batch=batch, event_type=f"batch.{outcome.value}", at=now)]
 
@@ -292,9 +292,7 @@ def _enqueue_phases(dispatch: list[tuple[int, str, int, int]]) -> None:
     from orchestrator.workflows import dispatch_phase
 
     for phase_run_id, mode, items_total, chunk_size in dispatch:
-        dispatch_phase(
-            phase_run_id=phase_run_id, mode=mode, items_total=items_total, chunk_size=chunk_size
-        )
+        dispatch_phase(phase_run_id=phase_run_id, mode=mode, items_total=items_total, chunk_size=chunk_size)
 
 
 def batch_cancel(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
@@ -312,9 +310,9 @@ def batch_cancel(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
             raise Conflict(
                 "invalid_state", f"a {batch.state} batch cannot be cancelled", state=batch.state
             ) from exc
-        PhaseRun.objects.filter(
-            batch_id=batch.id, state__in=[PhaseState.PENDING, PhaseState.RUNNING]
-        ).update(state=PhaseState.CANCELLED, finished_at=now)
+        PhaseRun.objects.filter(batch_id=batch.id, state__in=[PhaseState.PENDING, PhaseState.RUNNING]).update(
+            state=PhaseState.CANCELLED, finished_at=now
+        )
         save_batch(batch, audit)
         emit([outbox_event(batch=batch, event_type="batch.cancelled", at=now)])
     return batch
@@ -327,7 +325,9 @@ def batch_retry(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
         batch = lock_batch(batch_id)
         try:
             audit = [
-                transition(batch, to=BatchState.RUNNING, actor=actor, reason=reason or "retry requested", at=now)
+                transition(
+                    batch, to=BatchState.RUNNING, actor=actor, reason=reason or "retry requested", at=now
+                )
             ]
         except TransitionNotAllowed as exc:
             raise Conflict(

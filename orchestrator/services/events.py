@@ -103,4 +103,3 @@ def transition(
     batch.state = to.value
     batch.finished_at = at if to in BATCH_TERMINAL else None
     return row
-

@@ -41,17 +41,22 @@ def _running_phase(phase_run_id: int) -> PhaseRun | None:
     )
 
 
-def _claim_chunk(
-    phase_run_id: int, start: int, end: int, summary: dict[str, int], started_at: Any
-) -> bool:
+def _claim_chunk(phase_run_id: int, start: int, end: int, summary: dict[str, int], started_at: Any) -> bool:
     """Insert the chunk's idempotency row; False when it was already recorded."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO orchestrator_chunkrun (phase_run_id, start, \"end\", succeeded, failed,"
+            'INSERT INTO orchestrator_chunkrun (phase_run_id, start, "end", succeeded, failed,'
             " skipped, started_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, now())"
             " ON CONFLICT (phase_run_id, start) DO NOTHING RETURNING id",
-            [phase_run_id, start, end, summary["succeeded"], summary["failed"],
-             summary["skipped"], started_at],
+            [
+                phase_run_id,
+                start,
+                end,
+                summary["succeeded"],
+                summary["failed"],
+                summary["skipped"],
+                started_at,
+            ],
         )
         row = cursor.fetchone()
     return row is not None
@@ -107,7 +112,9 @@ def phase_chunk_run(*, phase_run_id: int, start: int, end: int) -> dict[str, int
             results.append(ItemResult(item_id=item_id, phase_run_id=phase.id, ok=True, output=output))
             continue
         results.append(ItemResult(item_id=item_id, phase_run_id=phase.id, ok=False, error=error))
-        failures.append(BatchItem(id=item_id, state=ItemState.FAILED, failed_phase=phase.name, last_error=error))
+        failures.append(
+            BatchItem(id=item_id, state=ItemState.FAILED, failed_phase=phase.name, last_error=error)
+        )
 
     summary = {"succeeded": len(results) - len(failures), "failed": len(failures), "skipped": skipped}
     with transaction.atomic():
@@ -203,7 +210,7 @@ def phase_fail(*, phase_run_id: int, error: str) -> None:
             return
         phase.state = PhaseState.FAILED
         phase.finished_at = now
-        phase.error = error[:MAX_ERROR * 4]
+        phase.error = error[: MAX_ERROR * 4]
         phase.save(update_fields=["state", "finished_at", "error"])
         events = [
             outbox_event(

@@ -35,8 +35,13 @@ def consume_until(consumer: BatchRequestConsumer, *, processed: int, timeout: fl
 
 
 def events_of(batch: Batch, publisher: OutboxPublisher) -> list[dict[str, object]]:
-    wait_for(lambda: publisher.publish_once() == 0 and not OutboxEvent.objects.filter(published_at__isnull=True).exists(),
-             what="outbox drained")
+    wait_for(
+        lambda: (
+            publisher.publish_once() == 0
+            and not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+        ),
+        what="outbox drained",
+    )
     expected = OutboxEvent.objects.filter(batch=batch).count()
     records = read_topic(settings.BOS_TOPIC_EVENTS, min_records=expected)
     mine = [json.loads(r.value) for r in records if r.key == str(batch.id).encode()]
@@ -57,16 +62,35 @@ def test_kafka_request_completes_with_phase_events_in_order(
     assert batch.correlation_id == message["correlation_id"]
     assert batch.report["aggregate"]["essays_analysed"] == 40
     history = list(batch.transitions.values_list("from_state", "to_state"))
-    assert history == [("", "received"), ("received", "accepted"), ("accepted", "running"), ("running", "completed")]
+    assert history == [
+        ("", "received"),
+        ("received", "accepted"),
+        ("accepted", "running"),
+        ("running", "completed"),
+    ]
 
     events = events_of(batch, publisher)
     types = [(e["event_type"], e["data"].get("phase")) for e in events]
-    assert types[:3] == [("batch.accepted", None), ("batch.started", None), ("batch.phase_started", "validate")]
+    assert types[:3] == [
+        ("batch.accepted", None),
+        ("batch.started", None),
+        ("batch.phase_started", "validate"),
+    ]
     assert types[3] == ("batch.phase_completed", "validate")
     middle = types[4:8]
-    assert sorted(middle[:2]) == [("batch.phase_started", "spellcheck"), ("batch.phase_started", "text_stats")]
-    assert sorted(middle[2:]) == [("batch.phase_completed", "spellcheck"), ("batch.phase_completed", "text_stats")]
-    assert types[8:] == [("batch.phase_started", "aggregate"), ("batch.phase_completed", "aggregate"), ("batch.completed", None)]
+    assert sorted(middle[:2]) == [
+        ("batch.phase_started", "spellcheck"),
+        ("batch.phase_started", "text_stats"),
+    ]
+    assert sorted(middle[2:]) == [
+        ("batch.phase_completed", "spellcheck"),
+        ("batch.phase_completed", "text_stats"),
+    ]
+    assert types[8:] == [
+        ("batch.phase_started", "aggregate"),
+        ("batch.phase_completed", "aggregate"),
+        ("batch.completed", None),
+    ]
     for event in events:
         assert event["tenant"] == "acme" and event["schema_version"] == 1
         assert event["correlation_id"] == message["correlation_id"]
@@ -149,7 +173,9 @@ def test_the_two_middle_phases_run_at_the_same_time() -> None:
 
 
 def test_a_failing_per_batch_phase_fails_the_batch(test_pipelines: None) -> None:
-    result = batch_create(request=batch_request(pipeline="explodes", items=[{"key": "a", "payload": {}}]), actor="test")
+    result = batch_create(
+        request=batch_request(pipeline="explodes", items=[{"key": "a", "payload": {}}]), actor="test"
+    )
     batch = wait_for_terminal(result.batch.id)
 
     assert batch.state == "failed"
@@ -162,8 +188,13 @@ def test_outbox_has_one_event_per_change_and_none_for_a_rolled_back_one() -> Non
     from django.db import transaction
 
     request = batch_request(external_id=f"rolled-back-{uuid.uuid4().hex[:6]}")
-    with pytest.raises(RuntimeError), transaction.atomic():
-        batch_create(request=request, actor="test")
-        raise RuntimeError("abort")
+
+    def create_then_abort() -> None:
+        with transaction.atomic():
+            batch_create(request=request, actor="test")
+            raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError):
+        create_then_abort()
     assert not Batch.objects.filter(external_id=request.external_id).exists()
     assert not OutboxEvent.objects.filter(envelope__data__external_id=request.external_id).exists()

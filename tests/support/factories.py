@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import factory
+from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from orchestrator.models import Membership, Tenant
 from orchestrator.services.batches import BatchRequest
-from orchestrator.services.pipelines import pipeline_publish_file, pipeline_publish
-from django.conf import settings
-from pathlib import Path
+from orchestrator.services.pipelines import pipeline_publish, pipeline_publish_file
 
 
 class TenantFactory(factory.django.DjangoModelFactory):
@@ -76,8 +76,13 @@ def publish_test_pipeline(name: str, phases: list[dict[str, Any]]) -> None:
 
 
 def request_message(
-    *, tenant: str = "acme", external_id: str | None = None, items: list[dict[str, Any]] | None = None,
-    event_id: str | None = None, pipeline: str = "essay-analysis", **data: Any,
+    *,
+    tenant: str = "acme",
+    external_id: str | None = None,
+    items: list[dict[str, Any]] | None = None,
+    event_id: str | None = None,
+    pipeline: str = "essay-analysis",
+    **data: Any,
 ) -> dict[str, Any]:
     return {
         "event_id": event_id or str(uuid.uuid4()),

@@ -13,7 +13,10 @@ pytestmark = pytest.mark.unit
 
 def good() -> dict[str, object]:
     return {
-        "event_id": "e-1", "event_type": "batch.requested", "schema_version": 1, "tenant": "acme",
+        "event_id": "e-1",
+        "event_type": "batch.requested",
+        "schema_version": 1,
+        "tenant": "acme",
         "data": {"external_id": "x", "pipeline": "essay-analysis", "items": [{"key": "a", "payload": {}}]},
     }
 

@@ -6,13 +6,20 @@ from typing import Any
 
 import pytest
 
-from orchestrator.pipelines import PipelineDefinitionError, chunk_bounds, definition_checksum, parse_definition
+from orchestrator.pipelines import (
+    PipelineDefinitionError,
+    chunk_bounds,
+    definition_checksum,
+    parse_definition,
+)
 
 pytestmark = pytest.mark.unit
 HANDLERS: dict[str, Any] = {"v": "per_item", "s": "per_item", "t": "per_item", "agg": "per_batch"}
 
 
-def phase(name: str, handler: str = "v", mode: str = "per_item", after: list[str] | None = None) -> dict[str, Any]:
+def phase(
+    name: str, handler: str = "v", mode: str = "per_item", after: list[str] | None = None
+) -> dict[str, Any]:
     return {"name": name, "handler": handler, "mode": mode, "after": after or []}
 
 
@@ -86,7 +93,12 @@ def test_checksum_ignores_key_order() -> None:
 
 @pytest.mark.parametrize(
     ("total", "size", "expected"),
-    [(0, 100, []), (5, 100, [(0, 5)]), (250, 100, [(0, 100), (100, 200), (200, 250)]), (4, 2, [(0, 2), (2, 4)])],
+    [
+        (0, 100, []),
+        (5, 100, [(0, 5)]),
+        (250, 100, [(0, 100), (100, 200), (200, 250)]),
+        (4, 2, [(0, 2), (2, 4)]),
+    ],
 )
 def test_chunk_bounds_cover_every_item_once(total: int, size: int, expected: list[tuple[int, int]]) -> None:
     assert chunk_bounds(total, size) == expected

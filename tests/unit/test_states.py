@@ -17,7 +17,12 @@ from orchestrator.states import (
 
 pytestmark = pytest.mark.unit
 B, P = BatchState, PhaseState
-DEPS = {"validate": (), "spellcheck": ("validate",), "stats": ("validate",), "aggregate": ("spellcheck", "stats")}
+DEPS = {
+    "validate": (),
+    "spellcheck": ("validate",),
+    "stats": ("validate",),
+    "aggregate": ("spellcheck", "stats"),
+}
 
 
 def test_happy_path_is_a_valid_path() -> None:

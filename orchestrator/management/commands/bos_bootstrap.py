@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from bos_project.settings.environment import BOS_HOME
 from orchestrator.services.users import api_user_grant
 
 
@@ -21,7 +22,7 @@ class Command(BaseCommand):
         username, tenant = settings.BOS_DEMO_USER, settings.BOS_DEMO_TENANT
         user_model = get_user_model()
         user = user_model.objects.filter(username=username).first()
-        password_file = settings.BOS_HOME / "admin_password"
+        password_file = BOS_HOME / "admin_password"
         if user is None or not password_file.exists():
             password = secrets.token_urlsafe(12)
             user = user or user_model(username=username)

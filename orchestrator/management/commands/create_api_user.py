@@ -26,7 +26,5 @@ class Command(BaseCommand):
             )
         except OrchestrationError as exc:
             raise CommandError(exc.message) from exc
-        self.stdout.write(
-            f"{options['username']} is {options['role']} of tenant {options['tenant']}; token:"
-        )
+        self.stdout.write(f"{options['username']} is {options['role']} of tenant {options['tenant']}; token:")
         self.stdout.write(token.key)

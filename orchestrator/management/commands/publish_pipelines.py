@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from bos_project.settings.environment import BASE_DIR
 from orchestrator.errors import OrchestrationError
 from orchestrator.services.pipelines import pipeline_publish_file
 
@@ -19,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("files", nargs="*", type=Path)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        files = options["files"] or sorted((Path(settings.BASE_DIR) / "pipelines").glob("*.json"))
+        files = options["files"] or sorted((BASE_DIR / "pipelines").glob("*.json"))
         for path in files:
             try:
                 result = pipeline_publish_file(path)

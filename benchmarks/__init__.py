@@ -1,0 +1,1 @@
+"""Benchmarks: BOS beside hand-written Celery baselines, in the same run."""

@@ -1,0 +1,191 @@
+"""The REST API: auth, tenant scoping, creation, filters, pagination, errors, operator actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from orchestrator.models import Batch
+from orchestrator.services.batches import batch_create
+from orchestrator.services.users import api_user_grant
+from tests.support.factories import batch_request, essay_items
+from tests.support.waiting import wait_for_terminal
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("essay_pipeline")]
+
+
+def client_for(username: str, tenant: str, role: str) -> APIClient:
+    token = api_user_grant(username=username, tenant=tenant, role=role)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+def body(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "tenant": "acme",
+        "external_id": "rest-1",
+        "pipeline": "essay-analysis",
+        "priority": 7,
+        "metadata": {"course": "EN101"},
+        "items": essay_items(8),
+    }
+    data.update(overrides)
+    return data
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_rest_submission_completes_and_reads_back() -> None:
+    api = client_for("op", "acme", "operator")
+    created = api.post("/api/v1/batches/", body(), format="json")
+    assert created.status_code == 201, created.json()
+    batch_id = created.json()["id"]
+    assert created.json()["state"] == "accepted"
+
+    again = api.post("/api/v1/batches/", body(), format="json")
+    assert again.status_code == 200 and again.json()["id"] == batch_id
+
+    wait_for_terminal(batch_id)
+    detail = api.get(f"/api/v1/batches/{batch_id}/").json()
+    assert detail["state"] == "completed"
+    assert detail["priority"] == 7 and detail["tenant"] == "acme"
+    assert (detail["items_total"], detail["items_succeeded"], detail["items_failed"]) == (8, 8, 0)
+    assert [p["name"] for p in detail["phases"]] == ["validate", "spellcheck", "text_stats", "aggregate"]
+    assert all(p["state"] == "succeeded" and p["started_at"] and p["finished_at"] for p in detail["phases"])
+    assert detail["report"]["aggregate"]["essays_analysed"] == 8
+
+    history = api.get(f"/api/v1/batches/{batch_id}/history/").json()
+    assert [h["to_state"] for h in history] == ["received", "accepted", "running", "completed"]
+    assert history[0]["actor"] == "user:op" and history[-1]["actor"] == "orchestrator"
+
+    items = api.get(f"/api/v1/batches/{batch_id}/items/?page_size=5").json()
+    assert items["count"] == 8 and len(items["results"]) == 5
+    assert items["results"][0]["state"] == "succeeded"
+
+
+def test_unauthenticated_requests_are_refused() -> None:
+    response = APIClient().get("/api/v1/batches/")
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+
+
+def test_another_tenants_batch_answers_404() -> None:
+    mine = batch_create(request=batch_request(tenant="acme"), actor="test").batch
+    theirs = batch_create(request=batch_request(tenant="globex"), actor="test").batch
+    api = client_for("viewer", "acme", "viewer")
+
+    assert api.get(f"/api/v1/batches/{mine.id}/").status_code == 200
+    for path in ("", "history/", "items/"):
+        response = api.get(f"/api/v1/batches/{theirs.id}/{path}")
+        assert response.status_code == 404
+        assert response.json()["code"] == "not_found"
+    listed = api.get("/api/v1/batches/").json()
+    assert [b["id"] for b in listed["results"]] == [str(mine.id)]
+
+
+def test_viewer_cannot_submit_or_cancel() -> None:
+    api = client_for("viewer", "acme", "viewer")
+    response = api.post("/api/v1/batches/", body(), format="json")
+    assert response.status_code == 403 and response.json()["code"] == "forbidden"
+    batch = batch_create(request=batch_request(tenant="acme"), actor="test").batch
+    assert api.post(f"/api/v1/batches/{batch.id}/cancel/").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"items": []}, "items"),
+        ({"items": [{"key": "a"}, {"key": "a"}]}, "items"),
+        ({"priority": 11}, "priority"),
+        ({"tenant": "Bad Tenant"}, "tenant"),
+        ({"external_id": ""}, "external_id"),
+        ({"deadline": "tomorrow"}, "deadline"),
+    ],
+)
+def test_bad_input_is_a_400_with_a_code(overrides: dict[str, Any], field: str) -> None:
+    api = client_for("op", "acme", "operator")
+    response = api.post("/api/v1/batches/", body(**overrides), format="json")
+    assert response.status_code == 400
+    payload = response.json()
+    assert payload["code"] == "invalid_request" and field in payload["details"]
+    assert payload["message"]
+
+
+def test_unknown_pipeline_and_non_json_are_400s() -> None:
+    api = client_for("op", "acme", "operator")
+    response = api.post("/api/v1/batches/", body(pipeline="nope"), format="json")
+    assert response.status_code == 400 and response.json()["code"] == "unknown_pipeline"
+    response = api.post("/api/v1/batches/", "{not json", content_type="application/json")
+    assert response.status_code == 400 and response.json()["code"] == "parse_error"
+
+
+def test_list_filters_and_paginates() -> None:
+    for i in range(7):
+        batch_create(request=batch_request(external_id=f"list-{i}"), actor="test")
+    api = client_for("viewer", "acme", "viewer")
+
+    page = api.get("/api/v1/batches/?page_size=3&page=2").json()
+    assert page["count"] == 7 and len(page["results"]) == 3 and page["next"] and page["previous"]
+    only = api.get("/api/v1/batches/?external_id=list-4").json()
+    assert [b["external_id"] for b in only["results"]] == ["list-4"]
+    assert api.get("/api/v1/batches/?pipeline=essay-analysis").json()["count"] == 7
+    assert api.get("/api/v1/batches/?pipeline=other").json()["count"] == 0
+    assert api.get("/api/v1/batches/?state=completed").json()["count"] == 0
+    assert api.get("/api/v1/batches/?created_before=2000-01-01T00:00:00Z").json()["count"] == 0
+    assert api.get("/api/v1/batches/?created_after=2000-01-01T00:00:00Z").json()["count"] == 7
+    bad = api.get("/api/v1/batches/?state=sideways")
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_request"
+
+
+def test_cancel_then_cancel_again_is_a_409() -> None:
+    batch = batch_create(request=batch_request(), actor="test").batch
+    api = client_for("op", "acme", "operator")
+    first = api.post(f"/api/v1/batches/{batch.id}/cancel/", {"reason": "wrong input"}, format="json")
+    assert first.status_code == 200 and first.json()["state"] == "cancelled"
+    again = api.post(f"/api/v1/batches/{batch.id}/cancel/", {}, format="json")
+    assert again.status_code == 409 and again.json()["code"] == "invalid_state"
+    last = Batch.objects.get(id=batch.id).transitions.order_by("-seq").first()
+    assert last is not None and last.actor == "user:op" and last.reason == "wrong input"
+
+
+def test_retry_of_a_running_batch_is_a_409() -> None:
+    batch = batch_create(request=batch_request(), actor="test").batch
+    api = client_for("op", "acme", "operator")
+    response = api.post(f"/api/v1/batches/{batch.id}/retry/")
+    assert response.status_code == 409
+
+
+def test_pipelines_and_versions_are_listed() -> None:
+    api = client_for("viewer", "acme", "viewer")
+    pipelines = api.get("/api/v1/pipelines/").json()["results"]
+    assert [p["name"] for p in pipelines] == ["essay-analysis"]
+    versions = api.get("/api/v1/pipelines/essay-analysis/versions/").json()["results"]
+    assert versions[0]["version"] == 1 and versions[0]["active"] is True
+
+
+def test_schema_docs_health_and_metrics() -> None:
+    client = APIClient()
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200 and b"/api/v1/batches/" in schema.content
+    assert client.get("/api/docs/").status_code == 200
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.json()
+    assert set(ready.json()["checks"]) == {"database", "redis", "broker", "kafka"}
+    batch_create(request=batch_request(), actor="test")
+    metrics = client.get("/metrics").content.decode()
+    assert 'bos_batches{state="accepted"} 1.0' in metrics
+    assert "bos_outbox_unpublished" in metrics
+
+
+def test_create_api_user_prints_the_token_last(capsys: pytest.CaptureFixture[str]) -> None:
+    call_command("create_api_user", "alice", "--tenant", "acme", "--role", "operator")
+    call_command("create_api_user", "alice", "--tenant", "globex", "--role", "viewer")
+    lines = capsys.readouterr().out.strip().splitlines()
+    token = Token.objects.get(user__username="alice")
+    assert lines[-1] == token.key
+    assert token.user.memberships.count() == 2
