@@ -7,18 +7,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection
 
+from bos_project.settings.environment import BASE_DIR, BOS_HOME
 from orchestrator.kafka.clients import ensure_topics
 from orchestrator.kafka.consumer import BatchRequestConsumer
 from orchestrator.kafka.publisher import OutboxPublisher
 from tests.support.factories import publish_essay_pipeline, publish_test_pipeline
 
-LOG_DIR = Path(settings.BOS_HOME) / "test-logs"
+LOG_DIR = BOS_HOME / "test-logs"
 
 
 def _database_url() -> str:
@@ -58,7 +58,7 @@ def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=settings.BASE_DIR,
+        cwd=BASE_DIR,
     )
     deadline = time.monotonic() + 60
     while not app.control.ping(timeout=0.5):

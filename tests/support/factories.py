@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
 import factory
-from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from bos_project.settings.environment import BASE_DIR
 from orchestrator.models import Membership, Tenant
 from orchestrator.services.batches import BatchRequest
 from orchestrator.services.pipelines import pipeline_publish, pipeline_publish_file
@@ -68,7 +67,7 @@ def batch_request(**overrides: Any) -> BatchRequest:
 
 
 def publish_essay_pipeline() -> None:
-    pipeline_publish_file(Path(settings.BASE_DIR) / "pipelines" / "essay-analysis.json")
+    pipeline_publish_file(BASE_DIR / "pipelines" / "essay-analysis.json")
 
 
 def publish_test_pipeline(name: str, phases: list[dict[str, Any]]) -> None:
