@@ -29,14 +29,14 @@ class RetryingTask(Task):  # type: ignore[type-arg]
 
 @shared_task(name="tasks.orchestration.batch_start_task", base=RetryingTask)
 def batch_start_task(batch_id: str) -> None:
-    batch_start(batch_id=batch_id)
+    batch_start(batch_id=batch_id, inline=True)
 
 
 @shared_task(name="tasks.orchestration.phase_complete_task", base=RetryingTask)
 def phase_complete_task(phase_run_id: int) -> None:
-    phase_complete(phase_run_id=phase_run_id)
+    phase_complete(phase_run_id=phase_run_id, inline=True)
 
 
 @shared_task(name="tasks.orchestration.phase_fail_task", base=RetryingTask)
 def phase_fail_task(phase_run_id: int, error: str) -> None:
-    phase_fail(phase_run_id=phase_run_id, error=error)
+    phase_fail(phase_run_id=phase_run_id, error=error, inline=True)

@@ -20,4 +20,4 @@ def run_item_chunk_task(phase_run_id: int, start: int, end: int) -> dict[str, in
 
 @shared_task(name="tasks.phases.run_batch_phase_task", base=RetryingTask)
 def run_batch_phase_task(phase_run_id: int) -> None:
-    phase_batch_run(phase_run_id=phase_run_id)
+    phase_batch_run(phase_run_id=phase_run_id, inline=True)

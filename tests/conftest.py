@@ -127,3 +127,15 @@ def test_pipelines(transactional_db: None) -> None:
             }
         ],
     )
+
+
+@pytest.fixture
+def held_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is sent to the workers: new batches stay `accepted`, started phases stay
+    `running` until the test moves them, as when no worker is up.
+
+    For tests that read or steer batches without running them, so a worker left
+    running by another test cannot move them on underneath.
+    """
+    monkeypatch.setattr("orchestrator.services.batches._enqueue_start", lambda batch_id: None)
+    monkeypatch.setattr("orchestrator.services.batches._enqueue_phases", lambda dispatch: None)

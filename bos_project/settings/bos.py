@@ -23,6 +23,9 @@ BOS_MAX_MESSAGE_BYTES = positive_int("BOS_MAX_MESSAGE_BYTES", 16 * 1024 * 1024)
 BOS_MAX_ITEM_BYTES = positive_int("BOS_MAX_ITEM_BYTES", 256 * 1024)
 # Items per Celery task in a per-item phase (a pipeline phase may set its own).
 BOS_CHUNK_SIZE = positive_int("BOS_CHUNK_SIZE", 100)
+# A batch of at most this many items runs its phases inside the orchestration task
+# instead of fanning out (a fan-out costs more than so little work). 0 turns it off.
+BOS_INLINE_MAX_ITEMS = env.int("BOS_INLINE_MAX_ITEMS", default=10)
 # Outbox publisher: events per send batch and how long to wait for a NOTIFY.
 BOS_OUTBOX_BATCH_SIZE = positive_int("BOS_OUTBOX_BATCH_SIZE", 500)
 BOS_OUTBOX_IDLE_SECONDS = env.float("BOS_OUTBOX_IDLE_SECONDS", default=1.0)

@@ -120,6 +120,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("BOS_LOG_LEVEL", default="INFO")},
     "loggers": {
         "kafka": {"level": "WARNING"},
+        # kafka-python 3 warns about its own event loop under load; not actionable here.
+        "kafka.net": {"level": "ERROR"},
         "django.db.backends": {"level": "INFO"},
     },
 }

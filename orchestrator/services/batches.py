@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -16,14 +17,16 @@ from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.models import (
     Batch,
     BatchItem,
+    OutboxEvent,
     PhaseRun,
     StateTransition,
     Tenant,
 )
-from orchestrator.payloads import payload_to_storage
 from orchestrator.pipelines import chunk_bounds
 from orchestrator.selectors import pipeline_plan, resolve_pipeline_version
+from orchestrator.services.bulk import copy_items
 from orchestrator.services.events import emit, outbox_event, transition
+from orchestrator.services.execution import record_chunk, run_batch_handler, run_items
 from orchestrator.states import (
     BatchState,
     ItemState,
@@ -129,19 +132,7 @@ def batch_create(*, request: BatchRequest, actor: str, event_id: str | None = No
             _link_event(event_id, existing)
             return BatchCreateResult(existing, False)
         _link_event(event_id, batch)
-        BatchItem.objects.bulk_create(
-            [
-                BatchItem(
-                    batch_id=batch.id,
-                    tenant_id=tenant.id,
-                    seq=seq,
-                    key=item["key"],
-                    payload=payload_to_storage(item.get("payload")),
-                )
-                for seq, item in enumerate(request.items)
-            ],
-            batch_size=2000,
-        )
+        copy_items(batch_id=batch.id, tenant_id=tenant.id, items=request.items)
         PhaseRun.objects.bulk_create(
             [
                 PhaseRun(
@@ -200,7 +191,7 @@ def lock_batch(batch_id: Any) -> Batch:
         raise NotFound("batch_not_found", f"batch {batch_id} does not exist") from exc
 
 
-def batch_start(*, batch_id: Any) -> None:
+def batch_start(*, batch_id: Any, inline: bool = False) -> None:
     """accepted → running, and dispatch the phases that can start. Idempotent."""
     now = timezone.now()
     with transaction.atomic():
@@ -211,7 +202,7 @@ def batch_start(*, batch_id: Any) -> None:
         batch.started_at = now
         phases = list(batch.phases.all())
         events = [outbox_event(batch=batch, event_type="batch.started", at=now)]
-        events += advance(batch, phases, now=now, audit=audit)
+        events += advance(batch, phases, now=now, audit=audit, inline=inline)
         save_batch(batch, audit)
         emit(events)
 
@@ -222,39 +213,93 @@ def save_batch(batch: Batch, audit: list[StateTransition]) -> None:
 
 
 def advance(
-    batch: Batch, phases: list[PhaseRun], *, now: datetime, audit: list[StateTransition]
-) -> list[Any]:
+    batch: Batch,
+    phases: list[PhaseRun],
+    *,
+    now: datetime,
+    audit: list[StateTransition],
+    inline: bool = False,
+) -> list[OutboxEvent]:
     """From the phases' states, start what is ready or finish the batch.
 
     The caller holds the batch lock, so two phases finishing at once see each other's
     result and exactly one of them starts what depended on both.
+
+    With `inline` (the caller is an orchestration task), a small batch — at most
+    `BOS_INLINE_MAX_ITEMS` items — runs its ready phases right here instead of fanning
+    them out to other tasks: a fan-out costs more than the work. The states, history
+    and events are the same either way.
     """
-    events: list[Any] = []
-    states = {p.name: PhaseState(p.state) for p in phases}
-    if PhaseState.FAILED not in states.values():
-        deps = pipeline_plan(batch.pipeline_version).dependencies
-        ready = ready_phases(deps, states)
-        to_start = [p for p in phases if p.name in ready]
-        if to_start:
-            PhaseRun.objects.filter(id__in=[p.id for p in to_start], state=PhaseState.PENDING).update(
-                state=PhaseState.RUNNING, started_at=now, finished_at=None, error=""
-            )
-            for phase in to_start:
-                phase.state = PhaseState.RUNNING
-                phase.started_at = now
-                states[phase.name] = PhaseState.RUNNING
-                events.append(
-                    outbox_event(
-                        batch=batch, event_type="batch.phase_started", at=now, data={"phase": phase.name}
-                    )
+    events: list[OutboxEvent] = []
+    run_here = inline and batch.items_total <= settings.BOS_INLINE_MAX_ITEMS
+    while to_start := _ready(batch, phases):
+        PhaseRun.objects.filter(id__in=[p.id for p in to_start], state=PhaseState.PENDING).update(
+            state=PhaseState.RUNNING, started_at=now, finished_at=None, error=""
+        )
+        for phase in to_start:
+            phase.state = PhaseState.RUNNING
+            phase.started_at = now
+            events.append(
+                outbox_event(
+                    batch=batch, event_type="batch.phase_started", at=now, data={"phase": phase.name}
                 )
+            )
+        if not run_here:
             dispatch = [(p.id, p.mode, p.items_total, p.chunk_size) for p in to_start]
-            transaction.on_commit(lambda: _enqueue_phases(dispatch))
+            transaction.on_commit(partial(_enqueue_phases, dispatch))
+            break
+        events += [_run_phase_inline(batch, phase) for phase in to_start]
+        now = timezone.now()
     items_failed = BatchItem.objects.filter(batch_id=batch.id, state=ItemState.FAILED).count()
-    outcome = batch_outcome(states, items_failed)
+    outcome = batch_outcome({p.name: PhaseState(p.state) for p in phases}, items_failed)
     if outcome is not None:
         events += _finish(batch, phases, outcome, items_failed=items_failed, now=now, audit=audit)
     return events
+
+
+def _ready(batch: Batch, phases: list[PhaseRun]) -> list[PhaseRun]:
+    """Phases that can start now; none once a phase has failed."""
+    states = {p.name: PhaseState(p.state) for p in phases}
+    if PhaseState.FAILED in states.values():
+        return []
+    ready = ready_phases(pipeline_plan(batch.pipeline_version).dependencies, states)
+    return [p for p in phases if p.name in ready]
+
+
+def _run_phase_inline(batch: Batch, phase: PhaseRun) -> OutboxEvent:
+    """Run a whole phase in this transaction and record its outcome on `phase`."""
+    started = timezone.now()
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    if phase.mode == "per_item":
+        outcome = run_items(batch=batch, phase=phase, start=0, end=batch.items_total)
+        record_chunk(phase=phase, start=0, end=batch.items_total, outcome=outcome, started_at=started)
+        phase.items_done, phase.items_failed = outcome.items, len(outcome.failures)
+        phase.chunks_done = phase.chunks_total = 1
+    else:
+        output, error = run_batch_handler(batch=batch, phase=phase)
+    phase.finished_at = timezone.now()
+    phase.state = PhaseState.FAILED if error else PhaseState.SUCCEEDED
+    phase.output = output
+    phase.error = error or ""
+    phase.save(
+        update_fields=[
+            "state",
+            "finished_at",
+            "output",
+            "error",
+            "items_done",
+            "items_failed",
+            "chunks_done",
+            "chunks_total",
+        ]
+    )
+    data: dict[str, Any]
+    if error:
+        data = {"phase": phase.name, "error": error[:500]}
+        return outbox_event(batch=batch, event_type="batch.phase_failed", at=phase.finished_at, data=data)
+    data = {"phase": phase.name, "items_failed": phase.items_failed}
+    return outbox_event(batch=batch, event_type="batch.phase_completed", at=phase.finished_at, data=data)
 
 
 def _finish(
@@ -323,6 +368,8 @@ def batch_retry(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
     now = timezone.now()
     with transaction.atomic():
         batch = lock_batch(batch_id)
+        if batch.state != BatchState.FAILED:
+            raise Conflict("invalid_state", f"only a failed batch can be retried; this one is {batch.state}")
         try:
             audit = [
                 transition(

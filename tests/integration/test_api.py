@@ -73,6 +73,7 @@ def test_unauthenticated_requests_are_refused() -> None:
     assert response.json()["code"] == "not_authenticated"
 
 
+@pytest.mark.usefixtures("held_batches")
 def test_another_tenants_batch_answers_404() -> None:
     mine = batch_create(request=batch_request(tenant="acme"), actor="test").batch
     theirs = batch_create(request=batch_request(tenant="globex"), actor="test").batch
@@ -87,6 +88,7 @@ def test_another_tenants_batch_answers_404() -> None:
     assert [b["id"] for b in listed["results"]] == [str(mine.id)]
 
 
+@pytest.mark.usefixtures("held_batches")
 def test_viewer_cannot_submit_or_cancel() -> None:
     api = client_for("viewer", "acme", "viewer")
     response = api.post("/api/v1/batches/", body(), format="json")
@@ -123,6 +125,7 @@ def test_unknown_pipeline_and_non_json_are_400s() -> None:
     assert response.status_code == 400 and response.json()["code"] == "parse_error"
 
 
+@pytest.mark.usefixtures("held_batches")
 def test_list_filters_and_paginates() -> None:
     for i in range(7):
         batch_create(request=batch_request(external_id=f"list-{i}"), actor="test")
@@ -134,6 +137,7 @@ def test_list_filters_and_paginates() -> None:
     assert [b["external_id"] for b in only["results"]] == ["list-4"]
     assert api.get("/api/v1/batches/?pipeline=essay-analysis").json()["count"] == 7
     assert api.get("/api/v1/batches/?pipeline=other").json()["count"] == 0
+    assert api.get("/api/v1/batches/?state=accepted").json()["count"] == 7
     assert api.get("/api/v1/batches/?state=completed").json()["count"] == 0
     assert api.get("/api/v1/batches/?created_before=2000-01-01T00:00:00Z").json()["count"] == 0
     assert api.get("/api/v1/batches/?created_after=2000-01-01T00:00:00Z").json()["count"] == 7
@@ -141,6 +145,7 @@ def test_list_filters_and_paginates() -> None:
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_request"
 
 
+@pytest.mark.usefixtures("held_batches")
 def test_cancel_then_cancel_again_is_a_409() -> None:
     batch = batch_create(request=batch_request(), actor="test").batch
     api = client_for("op", "acme", "operator")
@@ -152,7 +157,8 @@ def test_cancel_then_cancel_again_is_a_409() -> None:
     assert last is not None and last.actor == "user:op" and last.reason == "wrong input"
 
 
-def test_retry_of_a_running_batch_is_a_409() -> None:
+@pytest.mark.usefixtures("held_batches")
+def test_retry_of_an_unfinished_batch_is_a_409() -> None:
     batch = batch_create(request=batch_request(), actor="test").batch
     api = client_for("op", "acme", "operator")
     response = api.post(f"/api/v1/batches/{batch.id}/retry/")
@@ -167,6 +173,7 @@ def test_pipelines_and_versions_are_listed() -> None:
     assert versions[0]["version"] == 1 and versions[0]["active"] is True
 
 
+@pytest.mark.usefixtures("held_batches")
 def test_schema_docs_health_and_metrics() -> None:
     client = APIClient()
     schema = client.get("/api/schema/")

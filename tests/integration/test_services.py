@@ -15,7 +15,7 @@ from orchestrator.services.phases import phase_chunk_run, phase_complete
 from orchestrator.states import PhaseState
 from tests.support.factories import batch_request, essay_items
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("essay_pipeline")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("essay_pipeline", "held_batches")]
 
 
 def running_phase(batch: Batch, name: str) -> PhaseRun:

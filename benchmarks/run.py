@@ -1,0 +1,251 @@
+"""`python -m benchmarks.run` (`make bench`): BOS beside hand-written Celery, same run.
+
+Runs 2,000 essays through the demo pipeline three ways on one Celery worker process
+(concurrency 2) and the same Redis and PostgreSQL:
+  (a) BOS,
+  (b) hand-written chords with one task per item per phase,
+  (c) hand-written chunked chords (100 items per task, one write per chunk),
+then the latency of a 1-item batch from the Kafka request to its `batch.completed`
+event, through the real consumer and outbox publisher processes. Prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_ID = uuid.uuid4().hex[:8]
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bos_project.settings")
+os.environ["BOS_QUEUE_PREFIX"] = f"bench-{RUN_ID}."
+os.environ["BOS_TOPIC_REQUESTS"] = f"bench-{RUN_ID}.requested"
+os.environ["BOS_TOPIC_EVENTS"] = f"bench-{RUN_ID}.events"
+os.environ["BOS_TOPIC_DLQ"] = f"bench-{RUN_ID}.dlq"
+os.environ["BOS_CONSUMER_GROUP"] = f"bench-{RUN_ID}"
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from kafka import KafkaConsumer, TopicPartition  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import track  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from benchmarks import baseline_tasks  # noqa: E402
+from orchestrator.kafka.clients import ensure_topics, make_producer  # noqa: E402
+from orchestrator.management.commands.demo import sample_essays  # noqa: E402
+from orchestrator.models import Batch, ProcessedEvent, Tenant  # noqa: E402
+from orchestrator.services.batches import BatchRequest, batch_create  # noqa: E402
+
+TENANT = "bench"
+console = Console()
+
+
+@contextmanager
+def process(args: list[str], name: str) -> Iterator[subprocess.Popen[bytes]]:
+    log_path = ROOT / ".bos" / f"bench-{name}.log"
+    log_path.parent.mkdir(exist_ok=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.005) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise SystemExit(f"benchmark: timed out waiting for {what}")
+
+
+def run_bos(items: list[dict[str, Any]]) -> float:
+    started = time.perf_counter()
+    batch = batch_create(
+        request=BatchRequest(
+            tenant=TENANT, external_id=f"bench-{uuid.uuid4().hex}", pipeline="essay-analysis", items=items
+        ),
+        actor="benchmark",
+    ).batch
+    state = wait_for(
+        lambda: (
+            Batch.objects.filter(id=batch.id, state__in=["completed", "completed_with_errors", "failed"])
+            .values_list("state", flat=True)
+            .first()
+        ),
+        timeout=600,
+        what="the BOS batch",
+    )
+    elapsed = time.perf_counter() - started
+    if state == "failed":
+        raise SystemExit(f"benchmark: BOS batch {batch.id} failed")
+    return elapsed
+
+
+def run_baseline(start: Callable[[str, list[tuple[str, str]]], None], items: list[dict[str, Any]]) -> float:
+    from django.db import connection
+
+    run = uuid.uuid4().hex
+    pairs = [(i["key"], i["payload"]["text"]) for i in items]
+    started = time.perf_counter()
+    start(run, pairs)
+
+    def done() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT 1 FROM {baseline_tasks.TABLE}_done WHERE run=%s", [run])  # noqa: S608
+            return cursor.fetchone() is not None
+
+    wait_for(done, timeout=900, what="the baseline run")
+    return time.perf_counter() - started
+
+
+def measure_latency(runs: int) -> list[float]:
+    """Milliseconds from sending a 1-item request to reading its batch.completed event."""
+    ensure_topics([settings.BOS_TOPIC_REQUESTS, settings.BOS_TOPIC_EVENTS, settings.BOS_TOPIC_DLQ])
+    python = sys.executable
+    latencies: list[float] = []
+    with (
+        process([python, "manage.py", "consume_batches", "--session-timeout-ms", "6000"], "consumer"),
+        process([python, "manage.py", "publish_outbox"], "publisher"),
+    ):
+        events = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, group_id=None)
+        tp = TopicPartition(settings.BOS_TOPIC_EVENTS, 0)
+        events.assign([tp])
+        producer = make_producer(linger_ms=0)
+        for i in track(range(runs + 2), description="latency", console=console):
+            external_id = f"latency-{RUN_ID}-{i}"
+            message = {
+                "event_id": str(uuid.uuid4()),
+                "event_type": "batch.requested",
+                "schema_version": 1,
+                "tenant": TENANT,
+                "data": {"external_id": external_id, "pipeline": "essay-analysis", "items": sample_essays(1)},
+            }
+            started = time.perf_counter()
+            producer.send(
+                settings.BOS_TOPIC_REQUESTS,
+                key=f"{TENANT}:{external_id}".encode(),
+                value=json.dumps(message).encode(),
+            )
+            producer.flush()
+            deadline = time.monotonic() + 60
+            found = False
+            while not found and time.monotonic() < deadline:
+                for records in events.poll(timeout_ms=5).values():
+                    for record in records:
+                        event = json.loads(record.value)
+                        if (
+                            event["event_type"] == "batch.completed"
+                            and event["data"]["external_id"] == external_id
+                        ):
+                            found = True
+            if not found:
+                raise SystemExit("benchmark: no batch.completed event within 60 s")
+            if i >= 2:  # the first two warm up the consumer's group join and the worker
+                latencies.append((time.perf_counter() - started) * 1000)
+        producer.close()
+        events.close()
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of (a) and (c); the median counts")
+    parser.add_argument("--skip-naive", action="store_true", help="skip (b), which takes about 40 s")
+    parser.add_argument("--latency-runs", type=int, default=20)
+    args = parser.parse_args()
+
+    call_command("migrate", verbosity=0)
+    call_command("publish_pipelines", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    baseline_tasks.create_table()
+    items = sample_essays(args.items)
+    rows: list[tuple[str, float]] = []
+    worker = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "bos_project",
+        "worker",
+        "-c",
+        "2",
+        "-l",
+        "warning",
+        "-I",
+        "benchmarks.baseline_tasks",
+        "-n",
+        f"bench-{RUN_ID}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    from bos_project.celery import app
+
+    try:
+        with process(worker, "worker"):
+            wait_for(lambda: app.control.ping(timeout=0.5), timeout=60, what="the worker", interval=0.1)
+            console.print(f"worker up; warming up, then {args.items} essays × {args.repeat} runs")
+            run_bos(items[:50])
+            run_baseline(baseline_tasks.start_chunked, items[:50])
+            bos = [run_bos(items) for _ in track(range(args.repeat), description="(a) BOS", console=console)]
+            chunked = [
+                run_baseline(baseline_tasks.start_chunked, items)
+                for _ in track(range(args.repeat), description="(c) chunked", console=console)
+            ]
+            rows.append(("(a) BOS", statistics.median(bos)))
+            if not args.skip_naive:
+                console.print("(b) one task per item per phase …")
+                rows.append(
+                    ("(b) Celery, a task per item per phase", run_baseline(baseline_tasks.start_naive, items))
+                )
+            rows.append(("(c) Celery, chunked chords, a write per chunk", statistics.median(chunked)))
+            latencies = measure_latency(args.latency_runs)
+    finally:
+        baseline_tasks.drop_table()
+        ProcessedEvent.objects.filter(tenant__slug=TENANT).delete()
+        Batch.objects.filter(tenant__slug=TENANT).delete()
+        Tenant.objects.filter(slug=TENANT).delete()
+
+    reference = dict(rows)["(c) Celery, chunked chords, a write per chunk"]
+    table = Table(title=f"{args.items} essays through essay-analysis (median of {args.repeat} for a and c)")
+    for column in ("run", "seconds", "essays/s", "× (c)"):
+        table.add_column(column, justify="right" if column != "run" else "left")
+    for name, seconds in rows:
+        table.add_row(name, f"{seconds:.3f}", f"{args.items / seconds:,.0f}", f"{seconds / reference:.2f}")
+    console.print(table)
+    ratio = dict(rows)["(a) BOS"] / reference
+    verdict = "[green]within[/]" if ratio <= 1.5 else "[red]NOT within[/]"
+    console.print(f"BOS / hand-written chunked = {ratio:.2f}: {verdict} the 1.5× target")
+    p50 = statistics.median(latencies)
+    p95 = sorted(latencies)[max(0, int(len(latencies) * 0.95) - 1)]
+    console.print(
+        f"1-item batch, Kafka request → batch.completed event: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+        f"min {min(latencies):.1f} ms over {len(latencies)} runs (target p50 ≤ 50 ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()

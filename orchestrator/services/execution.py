@@ -1,0 +1,154 @@
+"""Running phase handlers and recording what they produced.
+
+Used by the chunk and per-batch tasks and, for small batches, inline by the
+orchestrator itself. Round trips are constant per chunk, never per item: a chunk
+reads its items in one query, runs the handler on each in memory, and records all
+results, failures and progress in one short transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F
+
+from orchestrator.handlers import BatchContext, ItemContext, ItemFailed, get_handler
+from orchestrator.models import Batch, BatchItem, ItemResult, PhaseRun
+from orchestrator.payloads import payload_from_storage
+from orchestrator.selectors import iter_item_results, pipeline_plan
+from orchestrator.services.bulk import insert_item_results, mark_items_failed
+from orchestrator.states import ItemState
+
+logger = logging.getLogger(__name__)
+MAX_ERROR = 2000
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
+
+
+@dataclass
+class ChunkOutcome:
+    items: int = 0
+    skipped: int = 0
+    results: list[tuple[int, bool, Any, str]] = field(default_factory=list)
+    failures: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        failed = len(self.failures)
+        return {"succeeded": len(self.results) - failed, "failed": failed, "skipped": self.skipped}
+
+
+def run_items(*, batch: Batch, phase: PhaseRun, start: int, end: int) -> ChunkOutcome:
+    """Apply a per-item phase's handler to items [start, end); nothing is written.
+
+    Items that failed in an earlier phase are skipped. An item whose handler raises is
+    a failed item, not a failed chunk.
+    """
+    spec = pipeline_plan(batch.pipeline_version).phase(phase.name)
+    handler = get_handler(phase.handler)
+    items = list(
+        BatchItem.objects.filter(batch_id=batch.id, seq__gte=start, seq__lt=end)
+        .order_by("seq")
+        .values_list("id", "key", "payload", "state")
+    )
+    prior: dict[int, dict[str, Any]] = {}
+    if handler.needs_results:
+        for item_id, phase_name, output in ItemResult.objects.filter(
+            item__batch_id=batch.id, item__seq__gte=start, item__seq__lt=end, ok=True
+        ).values_list("item_id", "phase_run__name", "output"):
+            prior.setdefault(item_id, {})[phase_name] = output
+
+    outcome = ChunkOutcome(items=len(items))
+    for item_id, key, payload, state in items:
+        if state == ItemState.FAILED:
+            outcome.skipped += 1
+            continue
+        ctx = ItemContext(
+            key=key,
+            payload=payload_from_storage(payload),
+            metadata=batch.metadata,
+            options=spec.options,
+            results=prior.get(item_id, {}),
+        )
+        try:
+            output = dict(handler.func(ctx))
+        except ItemFailed as exc:
+            error = str(exc)[:MAX_ERROR]
+        except Exception as exc:  # noqa: BLE001 - a handler bug fails the item, not the phase
+            logger.warning("item %s failed in %s: %s", key, phase.name, exc, exc_info=True)
+            error = error_text(exc)
+        else:
+            outcome.results.append((item_id, True, output, ""))
+            continue
+        outcome.results.append((item_id, False, None, error))
+        outcome.failures.append((item_id, error))
+    return outcome
+
+
+def _claim_chunk(
+    phase_run_id: int, start: int, end: int, summary: dict[str, int], started_at: datetime
+) -> bool:
+    """Insert the chunk's idempotency row; False when it was already recorded."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            'INSERT INTO orchestrator_chunkrun (phase_run_id, start, "end", succeeded, failed,'
+            " skipped, started_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, now())"
+            " ON CONFLICT (phase_run_id, start) DO NOTHING RETURNING id",
+            [
+                phase_run_id,
+                start,
+                end,
+                summary["succeeded"],
+                summary["failed"],
+                summary["skipped"],
+                started_at,
+            ],
+        )
+        return cursor.fetchone() is not None
+
+
+def record_chunk(
+    *, phase: PhaseRun, start: int, end: int, outcome: ChunkOutcome, started_at: datetime
+) -> bool:
+    """Store a chunk's results, failures and progress at once; False if already stored."""
+    with transaction.atomic():
+        if not _claim_chunk(phase.id, start, end, outcome.summary, started_at):
+            return False
+        insert_item_results(phase_run_id=phase.id, rows=outcome.results)
+        mark_items_failed(phase=phase.name, failures=outcome.failures)
+        PhaseRun.objects.filter(id=phase.id).update(
+            chunks_done=F("chunks_done") + 1,
+            items_done=F("items_done") + outcome.items,
+            items_failed=F("items_failed") + len(outcome.failures),
+        )
+    return True
+
+
+def run_batch_handler(*, batch: Batch, phase: PhaseRun) -> tuple[dict[str, Any] | None, str | None]:
+    """Run a per-batch phase's handler: (output, None), or (None, error) if it raised."""
+    spec = pipeline_plan(batch.pipeline_version).phase(phase.name)
+    handler = get_handler(phase.handler)
+    siblings = list(PhaseRun.objects.filter(batch_id=batch.id).values_list("name", "id", "output"))
+    phase_ids = {name: id_ for name, id_, _ in siblings}
+    ctx = BatchContext(
+        batch_id=str(batch.id),
+        tenant=batch.tenant.slug,
+        external_id=batch.external_id,
+        metadata=batch.metadata,
+        options=spec.options,
+        items_total=batch.items_total,
+        phase_outputs={name: output for name, _, output in siblings if output is not None},
+        iter_item_results=lambda name: iter_item_results(phase_ids[name]),
+    )
+    try:
+        return dict(handler.func(ctx)), None
+    except Exception as exc:  # noqa: BLE001 - recorded as the phase's failure
+        logger.warning("phase %s of batch %s failed", phase.name, batch.id, exc_info=True)
+        return None, error_text(exc) + "\n" + traceback.format_exc(limit=5)
