@@ -64,14 +64,24 @@ def batch_phases(batch: Batch) -> QuerySet[PhaseRun]:
     return batch.phases.order_by("position")
 
 
-def iter_item_results(phase_run_id: int) -> Iterator[tuple[str, bool, Any]]:
-    """(item key, ok, output) for every item a per-item phase recorded, streamed."""
-    rows = (
-        ItemResult.objects.filter(phase_run_id=phase_run_id)
-        .order_by("item__seq")
-        .values_list("item__key", "ok", "output")
-    )
-    yield from rows.iterator(chunk_size=2000)
+def iter_item_results(phase_run_id: int, page: int = 2000) -> Iterator[tuple[str, bool, Any]]:
+    """(item key, ok, output) for every item a per-item phase recorded, `page` rows a query.
+
+    Keyset pages (not a server-side cursor): a small batch costs one query, a large one
+    a query per page, and no cursor is held open between pages.
+    """
+    last = -1
+    while True:
+        rows = list(
+            ItemResult.objects.filter(phase_run_id=phase_run_id, item__seq__gt=last)
+            .order_by("item__seq")
+            .values_list("item__seq", "item__key", "ok", "output")[:page]
+        )
+        for _, key, ok, output in rows:
+            yield key, ok, output
+        if len(rows) < page:
+            return
+        last = rows[-1][0]
 
 
 def batch_progress(batch: Batch) -> dict[str, Any]:

@@ -15,6 +15,7 @@ BOS_TOPIC_REQUESTS = env.str("BOS_TOPIC_REQUESTS", default="bos.batch.requested"
 BOS_TOPIC_EVENTS = env.str("BOS_TOPIC_EVENTS", default="bos.batch.events")
 BOS_TOPIC_DLQ = env.str("BOS_TOPIC_DLQ", default="bos.batch.requested.dlq")
 BOS_CONSUMER_GROUP = env.str("BOS_CONSUMER_GROUP", default="bos-orchestrator")
+BOS_KAFKA_FETCH_MAX_WAIT_MS = positive_int("BOS_KAFKA_FETCH_MAX_WAIT_MS", 20)
 BOS_ENCRYPTION_KEYS = encryption_keys(_bos_env())
 
 # Limits on inbound requests; a request over them is refused (DLQ or HTTP 413/400).

@@ -135,6 +135,9 @@ class BatchRequestConsumer:
                 allow_auto_create_topics=False,
                 bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
                 max_poll_records=max_records,
+                # How long the broker may hold an empty fetch; short, so a request
+                # arriving on an idle topic is picked up at once.
+                fetch_max_wait_ms=settings.BOS_KAFKA_FETCH_MAX_WAIT_MS,
                 session_timeout_ms=session_timeout_ms,
                 heartbeat_interval_ms=max(session_timeout_ms // 3, 100),
                 fetch_max_bytes=max(settings.BOS_MAX_MESSAGE_BYTES * 2, 52_428_800),

@@ -51,7 +51,10 @@ class OutboxPublisher:
         self.topic = topic or settings.BOS_TOPIC_EVENTS
         self.should_stop = should_stop
         self.producer = producer or with_backoff(
-            make_producer, what="outbox publisher", should_stop=should_stop
+            # No linger: every send is followed by a flush anyway.
+            lambda: make_producer(linger_ms=0),
+            what="outbox publisher",
+            should_stop=should_stop,
         )
         self._listener: psycopg.Connection | None = None
 

@@ -233,9 +233,11 @@ def advance(
     events: list[OutboxEvent] = []
     run_here = inline and batch.items_total <= settings.BOS_INLINE_MAX_ITEMS
     while to_start := _ready(batch, phases):
-        PhaseRun.objects.filter(id__in=[p.id for p in to_start], state=PhaseState.PENDING).update(
-            state=PhaseState.RUNNING, started_at=now, finished_at=None, error=""
-        )
+        if not run_here:
+            # An inline phase is saved once, when it ends, in this same transaction.
+            PhaseRun.objects.filter(id__in=[p.id for p in to_start], state=PhaseState.PENDING).update(
+                state=PhaseState.RUNNING, started_at=now, finished_at=None, error=""
+            )
         for phase in to_start:
             phase.state = PhaseState.RUNNING
             phase.started_at = now
@@ -273,7 +275,14 @@ def _run_phase_inline(batch: Batch, phase: PhaseRun) -> OutboxEvent:
     error: str | None = None
     if phase.mode == "per_item":
         outcome = run_items(batch=batch, phase=phase, start=0, end=batch.items_total)
-        record_chunk(phase=phase, start=0, end=batch.items_total, outcome=outcome, started_at=started)
+        record_chunk(
+            phase=phase,
+            start=0,
+            end=batch.items_total,
+            outcome=outcome,
+            started_at=started,
+            count_progress=False,
+        )
         phase.items_done, phase.items_failed = outcome.items, len(outcome.failures)
         phase.chunks_done = phase.chunks_total = 1
     else:
@@ -285,6 +294,7 @@ def _run_phase_inline(batch: Batch, phase: PhaseRun) -> OutboxEvent:
     phase.save(
         update_fields=[
             "state",
+            "started_at",
             "finished_at",
             "output",
             "error",

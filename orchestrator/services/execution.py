@@ -115,19 +115,30 @@ def _claim_chunk(
 
 
 def record_chunk(
-    *, phase: PhaseRun, start: int, end: int, outcome: ChunkOutcome, started_at: datetime
+    *,
+    phase: PhaseRun,
+    start: int,
+    end: int,
+    outcome: ChunkOutcome,
+    started_at: datetime,
+    count_progress: bool = True,
 ) -> bool:
-    """Store a chunk's results, failures and progress at once; False if already stored."""
-    with transaction.atomic():
+    """Store a chunk's results, failures and progress at once; False if already stored.
+
+    Inside a caller's transaction (an inline phase) it joins it rather than paying for
+    a savepoint, and the caller, which saves the phase anyway, counts the progress.
+    """
+    with transaction.atomic(savepoint=False):
         if not _claim_chunk(phase.id, start, end, outcome.summary, started_at):
             return False
         insert_item_results(phase_run_id=phase.id, rows=outcome.results)
         mark_items_failed(phase=phase.name, failures=outcome.failures)
-        PhaseRun.objects.filter(id=phase.id).update(
-            chunks_done=F("chunks_done") + 1,
-            items_done=F("items_done") + outcome.items,
-            items_failed=F("items_failed") + len(outcome.failures),
-        )
+        if count_progress:
+            PhaseRun.objects.filter(id=phase.id).update(
+                chunks_done=F("chunks_done") + 1,
+                items_done=F("items_done") + outcome.items,
+                items_failed=F("items_failed") + len(outcome.failures),
+            )
     return True
 
 
