@@ -129,7 +129,9 @@ def measure_latency(runs: int) -> list[float]:
         process([python, "manage.py", "consume_batches", "--session-timeout-ms", "6000"], "consumer"),
         process([python, "manage.py", "publish_outbox"], "publisher"),
     ):
-        events = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, group_id=None)
+        events = KafkaConsumer(
+            bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, group_id=None, fetch_max_wait_ms=5
+        )
         tp = TopicPartition(settings.BOS_TOPIC_EVENTS, 0)
         events.assign([tp])
         producer = make_producer(linger_ms=0)

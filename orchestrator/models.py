@@ -201,7 +201,11 @@ class ItemResult(models.Model):
     """What one per-item phase produced for one item (or the error it raised)."""
 
     item = models.ForeignKey(BatchItem, on_delete=models.CASCADE, related_name="results")
-    phase_run = models.ForeignKey(PhaseRun, on_delete=models.CASCADE, related_name="item_results")
+    # The unique (phase_run, item) index serves lookups by phase run: no second index
+    # to maintain on this, the busiest insert path.
+    phase_run = models.ForeignKey(
+        PhaseRun, on_delete=models.CASCADE, related_name="item_results", db_index=False
+    )
     ok = models.BooleanField()
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)

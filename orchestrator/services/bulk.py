@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -31,31 +32,70 @@ def copy_items(*, batch_id: UUID, tenant_id: int, items: Iterable[dict[str, Any]
             copy.write_row((batch_id, tenant_id, seq, item["key"], payload, ItemState.PENDING, 0, "", ""))
 
 
-def insert_item_results(*, phase_run_id: int, rows: Sequence[tuple[int, bool, Any, str]]) -> None:
-    """Store (item id, ok, output, error) rows of one chunk."""
-    if not rows:
-        return
-    values = ",".join(["(%s, %s, %s, %s::jsonb, %s, now())"] * len(rows))
-    params: list[Any] = []
-    for item_id, ok, output, error in rows:
-        params += [item_id, phase_run_id, ok, None if output is None else json.dumps(output), error]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO orchestrator_itemresult (item_id, phase_run_id, ok, output, error, created_at)"
-            f" VALUES {values}",
-            params,
-        )
+def record_chunk_results(
+    *,
+    phase_run_id: int,
+    phase: str,
+    start: int,
+    end: int,
+    started_at: datetime,
+    rows: Sequence[tuple[int, bool, Any, str]],
+    failures: Sequence[tuple[int, str]],
+    items: int,
+    skipped: int,
+    count_progress: bool,
+) -> bool:
+    """Record one chunk in a single statement; False when it was already recorded.
 
-
-def mark_items_failed(*, phase: str, failures: Sequence[tuple[int, str]]) -> None:
-    """Mark the (item id, error) items failed in `phase`."""
-    if not failures:
-        return
-    values = ",".join(["(%s::bigint, %s)"] * len(failures))
-    params: list[Any] = [p for failure in failures for p in failure]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE orchestrator_batchitem AS i SET state = %s, failed_phase = %s, last_error = v.error"
-            f" FROM (VALUES {values}) AS v(id, error) WHERE i.id = v.id",
-            [ItemState.FAILED, phase, *params],
+    The chunk's idempotency row is inserted first; the results, the failed items and
+    the phase's progress are written only if that insert happened, all in one atomic
+    statement (data-modifying CTEs): one round trip per chunk, whatever its size.
+    """
+    params: list[Any] = [
+        phase_run_id,
+        start,
+        end,
+        len(rows) - len(failures),
+        len(failures),
+        skipped,
+        started_at,
+    ]
+    parts = [
+        'WITH claim AS (INSERT INTO orchestrator_chunkrun (phase_run_id, start, "end", succeeded,'
+        " failed, skipped, started_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, now())"
+        " ON CONFLICT (phase_run_id, start) DO NOTHING RETURNING id)"
+    ]
+    if rows:
+        values = ",".join(["(%s::bigint, %s::boolean, %s::jsonb, %s::text)"] * len(rows))
+        parts.append(
+            ", results AS (INSERT INTO orchestrator_itemresult"
+            " (item_id, phase_run_id, ok, output, error, created_at)"
+            " SELECT v.item_id, %s, v.ok, v.output, v.error, now()"
+            f" FROM (VALUES {values}) AS v(item_id, ok, output, error)"
+            " WHERE EXISTS (SELECT 1 FROM claim))"
         )
+        params.append(phase_run_id)
+        for item_id, ok, output, error in rows:
+            params += [item_id, ok, None if output is None else json.dumps(output), error]
+    if failures:
+        values = ",".join(["(%s::bigint, %s::text)"] * len(failures))
+        parts.append(
+            ", failed AS (UPDATE orchestrator_batchitem AS i"
+            " SET state = %s, failed_phase = %s, last_error = f.error"
+            f" FROM (VALUES {values}) AS f(id, error)"
+            " WHERE i.id = f.id AND EXISTS (SELECT 1 FROM claim))"
+        )
+        params += [ItemState.FAILED, phase]
+        params += [p for failure in failures for p in failure]
+    if count_progress:
+        parts.append(
+            ", progress AS (UPDATE orchestrator_phaserun SET chunks_done = chunks_done + 1,"
+            " items_done = items_done + %s, items_failed = items_failed + %s"
+            " WHERE id = %s AND EXISTS (SELECT 1 FROM claim))"
+        )
+        params += [items, len(failures), phase_run_id]
+    parts.append(" SELECT count(*) FROM claim")
+    with connection.cursor() as cursor:
+        cursor.execute("".join(parts), params)
+        row = cursor.fetchone()
+    return bool(row and row[0])

@@ -14,14 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import F
-
 from orchestrator.handlers import BatchContext, ItemContext, ItemFailed, get_handler
 from orchestrator.models import Batch, BatchItem, ItemResult, PhaseRun
 from orchestrator.payloads import payload_from_storage
 from orchestrator.selectors import iter_item_results, pipeline_plan
-from orchestrator.services.bulk import insert_item_results, mark_items_failed
+from orchestrator.services.bulk import record_chunk_results
 from orchestrator.states import ItemState
 
 logger = logging.getLogger(__name__)
@@ -92,28 +89,6 @@ def run_items(*, batch: Batch, phase: PhaseRun, start: int, end: int) -> ChunkOu
     return outcome
 
 
-def _claim_chunk(
-    phase_run_id: int, start: int, end: int, summary: dict[str, int], started_at: datetime
-) -> bool:
-    """Insert the chunk's idempotency row; False when it was already recorded."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            'INSERT INTO orchestrator_chunkrun (phase_run_id, start, "end", succeeded, failed,'
-            " skipped, started_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, now())"
-            " ON CONFLICT (phase_run_id, start) DO NOTHING RETURNING id",
-            [
-                phase_run_id,
-                start,
-                end,
-                summary["succeeded"],
-                summary["failed"],
-                summary["skipped"],
-                started_at,
-            ],
-        )
-        return cursor.fetchone() is not None
-
-
 def record_chunk(
     *,
     phase: PhaseRun,
@@ -125,21 +100,20 @@ def record_chunk(
 ) -> bool:
     """Store a chunk's results, failures and progress at once; False if already stored.
 
-    Inside a caller's transaction (an inline phase) it joins it rather than paying for
-    a savepoint, and the caller, which saves the phase anyway, counts the progress.
+    An inline phase passes `count_progress=False`: it saves its phase row anyway.
     """
-    with transaction.atomic(savepoint=False):
-        if not _claim_chunk(phase.id, start, end, outcome.summary, started_at):
-            return False
-        insert_item_results(phase_run_id=phase.id, rows=outcome.results)
-        mark_items_failed(phase=phase.name, failures=outcome.failures)
-        if count_progress:
-            PhaseRun.objects.filter(id=phase.id).update(
-                chunks_done=F("chunks_done") + 1,
-                items_done=F("items_done") + outcome.items,
-                items_failed=F("items_failed") + len(outcome.failures),
-            )
-    return True
+    return record_chunk_results(
+        phase_run_id=phase.id,
+        phase=phase.name,
+        start=start,
+        end=end,
+        started_at=started_at,
+        rows=outcome.results,
+        failures=outcome.failures,
+        items=outcome.items,
+        skipped=outcome.skipped,
+        count_progress=count_progress,
+    )
 
 
 def run_batch_handler(*, batch: Batch, phase: PhaseRun) -> tuple[dict[str, Any] | None, str | None]:

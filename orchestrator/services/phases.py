@@ -18,11 +18,18 @@ from orchestrator.states import PhaseState
 
 
 def _running_phase(phase_run_id: int) -> PhaseRun | None:
-    return (
-        PhaseRun.objects.select_related("batch__tenant", "batch__pipeline_version__pipeline")
-        .filter(id=phase_run_id, state=PhaseState.RUNNING)
+    """The phase run with its batch, or None unless it is running.
+
+    By primary key, unordered, state checked here: a filter on state would tempt the
+    planner onto the partial index of running phases and scan them all.
+    """
+    phase = (
+        PhaseRun.objects.select_related("batch__tenant", "batch__pipeline_version")
+        .filter(id=phase_run_id)
+        .order_by()
         .first()
     )
+    return phase if phase is not None and phase.state == PhaseState.RUNNING else None
 
 
 def phase_chunk_run(*, phase_run_id: int, start: int, end: int) -> dict[str, int]:
