@@ -23,7 +23,7 @@ demo: install
 	$(PY) manage.py demo
 
 test: install
-	$(PY) -m bos_project.devservices run -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m bos_project.devservices run -- $(PY) -m pytest --ds=tests.settings $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

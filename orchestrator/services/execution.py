@@ -12,7 +12,9 @@ import logging
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import lru_cache
+from typing import Any, Protocol
+from uuid import UUID
 
 from orchestrator.handlers import BatchContext, ItemContext, ItemFailed, get_handler
 from orchestrator.models import Batch, BatchItem, ItemResult, PhaseRun
@@ -23,6 +25,34 @@ from orchestrator.states import ItemState
 
 logger = logging.getLogger(__name__)
 MAX_ERROR = 2000
+
+
+class PhaseLike(Protocol):
+    """What running a phase needs to know of it: a `PhaseRun` or a `PhaseRef`."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def handler(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class PhaseRef:
+    id: int
+    name: str
+    handler: str
+
+
+@lru_cache(maxsize=512)
+def batch_facts(batch_id: UUID) -> Batch:
+    """A batch with its tenant and pipeline version, cached per process.
+
+    Only what never changes after creation may be read from it: id, tenant,
+    external_id, metadata, items_total, pipeline_version. Never its state.
+    """
+    return Batch.objects.select_related("tenant", "pipeline_version").get(id=batch_id)
 
 
 def error_text(exc: BaseException) -> str:
@@ -42,7 +72,7 @@ class ChunkOutcome:
         return {"succeeded": len(self.results) - failed, "failed": failed, "skipped": self.skipped}
 
 
-def run_items(*, batch: Batch, phase: PhaseRun, start: int, end: int) -> ChunkOutcome:
+def run_items(*, batch: Batch, phase: PhaseLike, start: int, end: int) -> ChunkOutcome:
     """Apply a per-item phase's handler to items [start, end); nothing is written.
 
     Items that failed in an earlier phase are skipped. An item whose handler raises is
@@ -91,7 +121,7 @@ def run_items(*, batch: Batch, phase: PhaseRun, start: int, end: int) -> ChunkOu
 
 def record_chunk(
     *,
-    phase: PhaseRun,
+    phase: PhaseLike,
     start: int,
     end: int,
     outcome: ChunkOutcome,
@@ -116,7 +146,7 @@ def record_chunk(
     )
 
 
-def run_batch_handler(*, batch: Batch, phase: PhaseRun) -> tuple[dict[str, Any] | None, str | None]:
+def run_batch_handler(*, batch: Batch, phase: PhaseLike) -> tuple[dict[str, Any] | None, str | None]:
     """Run a per-batch phase's handler: (output, None), or (None, error) if it raised."""
     spec = pipeline_plan(batch.pipeline_version).phase(phase.name)
     handler = get_handler(phase.handler)

@@ -13,23 +13,24 @@ from django.utils import timezone
 from orchestrator.models import Batch, ChunkRun, PhaseRun
 from orchestrator.services.batches import advance, lock_batch, save_batch
 from orchestrator.services.events import emit, outbox_event
-from orchestrator.services.execution import MAX_ERROR, record_chunk, run_batch_handler, run_items
+from orchestrator.services.execution import (
+    MAX_ERROR,
+    PhaseRef,
+    batch_facts,
+    record_chunk,
+    run_batch_handler,
+    run_items,
+)
 from orchestrator.states import PhaseState
 
 
-def _running_phase(phase_run_id: int) -> PhaseRun | None:
-    """The phase run with its batch, or None unless it is running.
-
-    By primary key, unordered, state checked here: a filter on state would tempt the
-    planner onto the partial index of running phases and scan them all.
-    """
-    phase = (
-        PhaseRun.objects.select_related("batch__tenant", "batch__pipeline_version")
-        .filter(id=phase_run_id)
-        .order_by()
-        .first()
-    )
-    return phase if phase is not None and phase.state == PhaseState.RUNNING else None
+def _running_phase(phase_run_id: int) -> tuple[Batch, PhaseRef] | None:
+    """The phase (with its batch) if it is running, else None: one primary-key read."""
+    row = PhaseRun.objects.filter(id=phase_run_id).values_list("state", "batch_id", "name", "handler").first()
+    if row is None or row[0] != PhaseState.RUNNING:
+        return None
+    _, batch_id, name, handler = row
+    return batch_facts(batch_id), PhaseRef(id=phase_run_id, name=name, handler=handler)
 
 
 def phase_chunk_run(*, phase_run_id: int, start: int, end: int) -> dict[str, int]:
@@ -39,10 +40,11 @@ def phase_chunk_run(*, phase_run_id: int, start: int, end: int) -> dict[str, int
     running (the batch was cancelled) it does nothing.
     """
     started_at = timezone.now()
-    phase = _running_phase(phase_run_id)
-    if phase is None:
+    running = _running_phase(phase_run_id)
+    if running is None:
         return {"succeeded": 0, "failed": 0, "skipped": 0, "stale": 1}
-    outcome = run_items(batch=phase.batch, phase=phase, start=start, end=end)
+    batch, phase = running
+    outcome = run_items(batch=batch, phase=phase, start=start, end=end)
     if not record_chunk(phase=phase, start=start, end=end, outcome=outcome, started_at=started_at):
         return {**outcome.summary, "duplicate": 1}
     return outcome.summary
@@ -50,10 +52,11 @@ def phase_chunk_run(*, phase_run_id: int, start: int, end: int) -> dict[str, int
 
 def phase_batch_run(*, phase_run_id: int, inline: bool = False) -> None:
     """Run a per-batch phase's handler and record its output, or its failure."""
-    phase = _running_phase(phase_run_id)
-    if phase is None:
+    running = _running_phase(phase_run_id)
+    if running is None:
         return
-    output, error = run_batch_handler(batch=phase.batch, phase=phase)
+    batch, phase = running
+    output, error = run_batch_handler(batch=batch, phase=phase)
     if error is not None:
         phase_fail(phase_run_id=phase.id, error=error, inline=inline)
     else:
