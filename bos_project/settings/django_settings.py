@@ -70,6 +70,12 @@ DATABASES = {
         "CONN_HEALTH_CHECKS": True,
     }
 }
+# BOS's queries are small and indexed: starting parallel workers for them costs more
+# (milliseconds) than the query. Merged into any options the URL carries.
+DATABASES["default"].setdefault("OPTIONS", {})
+DATABASES["default"]["OPTIONS"]["options"] = (
+    DATABASES["default"]["OPTIONS"].get("options", "") + " -c max_parallel_workers_per_gather=0"
+).strip()
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     from django.core.exceptions import ImproperlyConfigured
 
