@@ -19,6 +19,7 @@ from orchestrator.models import (
     BatchItem,
     OutboxEvent,
     PhaseRun,
+    ProcessedEvent,
     StateTransition,
     Tenant,
 )
@@ -26,7 +27,7 @@ from orchestrator.pipelines import chunk_bounds
 from orchestrator.selectors import pipeline_plan, resolve_pipeline_version
 from orchestrator.services.bulk import copy_items
 from orchestrator.services.events import emit, outbox_event, transition
-from orchestrator.services.execution import record_chunk, run_batch_handler, run_items
+from orchestrator.services.execution import ItemRow, load_items, record_chunk, run_batch_handler, run_items
 from orchestrator.states import (
     BatchState,
     ItemState,
@@ -76,20 +77,18 @@ def _check_request(request: BatchRequest) -> None:
         raise InvalidRequest("invalid_priority", "priority must be between 0 and 9")
 
 
-def _claim_event(event_id: str, event_type: str, tenant: Tenant) -> bool:
+def _claim_event(event_id: str, event_type: str, tenant: Tenant, batch_id: Any) -> bool:
     """Record an inbound event id; False when it was already processed."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO orchestrator_processedevent (event_id, event_type, tenant_id, processed_at)"
-            " VALUES (%s, %s, %s, now()) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-            [event_id, event_type, tenant.id],
+            "INSERT INTO orchestrator_processedevent (event_id, event_type, tenant_id, batch_id, processed_at)"
+            " VALUES (%s, %s, %s, %s, now()) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            [event_id, event_type, tenant.id, batch_id],
         )
         return cursor.fetchone() is not None
 
 
 def _existing_for_event(event_id: str) -> Batch | None:
-    from orchestrator.models import ProcessedEvent
-
     row = ProcessedEvent.objects.filter(event_id=event_id).select_related("batch").first()
     return row.batch if row else None
 
@@ -106,10 +105,6 @@ def batch_create(*, request: BatchRequest, actor: str, event_id: str | None = No
     now = timezone.now()
     with transaction.atomic():
         tenant, _ = Tenant.objects.get_or_create(slug=request.tenant)
-        if event_id and not _claim_event(event_id, "batch.requested", tenant):
-            existing = _existing_for_event(event_id)
-            if existing is not None:
-                return BatchCreateResult(existing, False)
         batch = Batch(
             tenant=tenant,
             external_id=request.external_id,
@@ -121,7 +116,16 @@ def batch_create(*, request: BatchRequest, actor: str, event_id: str | None = No
             items_total=len(request.items),
             state="",
         )
-        audit = [transition(batch, to=BatchState.RECEIVED, actor=actor, reason="requested", at=now)]
+        # The event row names the batch before the batch row exists: foreign keys are
+        # checked at commit (Django makes them DEFERRABLE INITIALLY DEFERRED).
+        if event_id and not _claim_event(event_id, "batch.requested", tenant, batch.id):
+            existing = _existing_for_event(event_id)
+            if existing is not None:
+                return BatchCreateResult(existing, False)
+        audit = [
+            transition(batch, to=BatchState.RECEIVED, actor=actor, reason="requested", at=now),
+            transition(batch, to=BatchState.ACCEPTED, actor=ORCHESTRATOR, reason="pipeline planned", at=now),
+        ]
         try:
             with transaction.atomic():
                 batch.save(force_insert=True)
@@ -129,9 +133,9 @@ def batch_create(*, request: BatchRequest, actor: str, event_id: str | None = No
             existing = Batch.objects.select_related("tenant", "pipeline_version__pipeline").get(
                 tenant=tenant, external_id=request.external_id
             )
-            _link_event(event_id, existing)
+            if event_id:
+                ProcessedEvent.objects.filter(event_id=event_id).update(batch=existing)
             return BatchCreateResult(existing, False)
-        _link_event(event_id, batch)
         copy_items(batch_id=batch.id, tenant_id=tenant.id, items=request.items)
         PhaseRun.objects.bulk_create(
             [
@@ -152,10 +156,6 @@ def batch_create(*, request: BatchRequest, actor: str, event_id: str | None = No
                 for chunk_size in [spec.chunk_size or settings.BOS_CHUNK_SIZE]
             ]
         )
-        audit.append(
-            transition(batch, to=BatchState.ACCEPTED, actor=ORCHESTRATOR, reason="pipeline planned", at=now)
-        )
-        batch.save(update_fields=["state", "transitions_count"])
         StateTransition.objects.bulk_create(audit)
         emit([outbox_event(batch=batch, event_type="batch.accepted", at=now)])
         batch_id = batch.id
@@ -165,13 +165,6 @@ def batch_create(*, request: BatchRequest, actor: str, event_id: str | None = No
         extra={"batch_id": str(batch.id), "tenant": tenant.slug, "external_id": batch.external_id},
     )
     return BatchCreateResult(batch, True)
-
-
-def _link_event(event_id: str | None, batch: Batch) -> None:
-    if event_id:
-        from orchestrator.models import ProcessedEvent
-
-        ProcessedEvent.objects.filter(event_id=event_id, batch__isnull=True).update(batch=batch)
 
 
 def _enqueue_start(batch_id: Any) -> None:
@@ -232,6 +225,7 @@ def advance(
     """
     events: list[OutboxEvent] = []
     run_here = inline and batch.items_total <= settings.BOS_INLINE_MAX_ITEMS
+    items: list[ItemRow] | None = None
     while to_start := _ready(batch, phases):
         if not run_here:
             # An inline phase is saved once, when it ends, in this same transaction.
@@ -250,7 +244,11 @@ def advance(
             dispatch = [(p.id, p.mode, p.items_total, p.chunk_size) for p in to_start]
             transaction.on_commit(partial(_enqueue_phases, dispatch))
             break
-        events += [_run_phase_inline(batch, phase) for phase in to_start]
+        items = load_items(batch.id, 0, batch.items_total) if items is None else items
+        for phase in to_start:
+            events.append(_run_phase_inline(batch, phase, items))
+            # One save per phase: bulk_update's CASE expressions cost more to build.
+            phase.save(update_fields=INLINE_FIELDS)
         now = timezone.now()
     items_failed = BatchItem.objects.filter(batch_id=batch.id, state=ItemState.FAILED).count()
     outcome = batch_outcome({p.name: PhaseState(p.state) for p in phases}, items_failed)
@@ -268,13 +266,30 @@ def _ready(batch: Batch, phases: list[PhaseRun]) -> list[PhaseRun]:
     return [p for p in phases if p.name in ready]
 
 
-def _run_phase_inline(batch: Batch, phase: PhaseRun) -> OutboxEvent:
-    """Run a whole phase in this transaction and record its outcome on `phase`."""
+INLINE_FIELDS = [
+    "state",
+    "started_at",
+    "finished_at",
+    "output",
+    "error",
+    "items_done",
+    "items_failed",
+    "chunks_done",
+    "chunks_total",
+]
+
+
+def _run_phase_inline(batch: Batch, phase: PhaseRun, items: list[ItemRow]) -> OutboxEvent:
+    """Run a whole phase in this transaction; its outcome is set on `phase`, unsaved.
+
+    `items` are the batch's items, loaded once for the whole inline run; the states of
+    those this phase fails are updated in it, so later phases skip them.
+    """
     started = timezone.now()
     output: dict[str, Any] | None = None
     error: str | None = None
     if phase.mode == "per_item":
-        outcome = run_items(batch=batch, phase=phase, start=0, end=batch.items_total)
+        outcome = run_items(batch=batch, phase=phase, start=0, end=batch.items_total, items=items)
         record_chunk(
             phase=phase,
             start=0,
@@ -283,6 +298,8 @@ def _run_phase_inline(batch: Batch, phase: PhaseRun) -> OutboxEvent:
             started_at=started,
             count_progress=False,
         )
+        failed = {item_id for item_id, _ in outcome.failures}
+        items[:] = [(i, k, p, ItemState.FAILED if i in failed else s) for i, k, p, s in items]
         phase.items_done, phase.items_failed = outcome.items, len(outcome.failures)
         phase.chunks_done = phase.chunks_total = 1
     else:
@@ -291,19 +308,6 @@ def _run_phase_inline(batch: Batch, phase: PhaseRun) -> OutboxEvent:
     phase.state = PhaseState.FAILED if error else PhaseState.SUCCEEDED
     phase.output = output
     phase.error = error or ""
-    phase.save(
-        update_fields=[
-            "state",
-            "started_at",
-            "finished_at",
-            "output",
-            "error",
-            "items_done",
-            "items_failed",
-            "chunks_done",
-            "chunks_total",
-        ]
-    )
     data: dict[str, Any]
     if error:
         data = {"phase": phase.name, "error": error[:500]}

@@ -72,19 +72,31 @@ class ChunkOutcome:
         return {"succeeded": len(self.results) - failed, "failed": failed, "skipped": self.skipped}
 
 
-def run_items(*, batch: Batch, phase: PhaseLike, start: int, end: int) -> ChunkOutcome:
-    """Apply a per-item phase's handler to items [start, end); nothing is written.
+ItemRow = tuple[int, str, Any, str]
 
-    Items that failed in an earlier phase are skipped. An item whose handler raises is
-    a failed item, not a failed chunk.
-    """
-    spec = pipeline_plan(batch.pipeline_version).phase(phase.name)
-    handler = get_handler(phase.handler)
-    items = list(
-        BatchItem.objects.filter(batch_id=batch.id, seq__gte=start, seq__lt=end)
+
+def load_items(batch_id: UUID, start: int, end: int) -> list[ItemRow]:
+    """(id, key, stored payload, state) of items [start, end), in order."""
+    return list(
+        BatchItem.objects.filter(batch_id=batch_id, seq__gte=start, seq__lt=end)
         .order_by("seq")
         .values_list("id", "key", "payload", "state")
     )
+
+
+def run_items(
+    *, batch: Batch, phase: PhaseLike, start: int, end: int, items: list[ItemRow] | None = None
+) -> ChunkOutcome:
+    """Apply a per-item phase's handler to items [start, end); nothing is written.
+
+    Items that failed in an earlier phase are skipped. An item whose handler raises is
+    a failed item, not a failed chunk. `items` may be given already loaded (with their
+    current states), else they are read.
+    """
+    spec = pipeline_plan(batch.pipeline_version).phase(phase.name)
+    handler = get_handler(phase.handler)
+    if items is None:
+        items = load_items(batch.id, start, end)
     prior: dict[int, dict[str, Any]] = {}
     if handler.needs_results:
         for item_id, phase_name, output in ItemResult.objects.filter(

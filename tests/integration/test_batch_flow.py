@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -198,3 +199,26 @@ def test_outbox_has_one_event_per_change_and_none_for_a_rolled_back_one() -> Non
         create_then_abort()
     assert not Batch.objects.filter(external_id=request.external_id).exists()
     assert not OutboxEvent.objects.filter(envelope__data__external_id=request.external_id).exists()
+
+
+def test_a_small_batch_runs_inline_with_the_same_states_and_events(settings: Any) -> None:
+    assert settings.BOS_INLINE_MAX_ITEMS >= 4
+    result = batch_create(request=batch_request(items=essay_items(4, bad={1})), actor="test")
+    batch = wait_for_terminal(result.batch.id)
+
+    assert batch.state == "completed_with_errors"
+    assert (batch.items_succeeded, batch.items_failed) == (3, 1)
+    phases = {p.name: p for p in batch.phases.all()}
+    assert all(p.state == "succeeded" and p.started_at and p.finished_at for p in phases.values())
+    assert phases["validate"].items_failed == 1
+    assert phases["spellcheck"].items_done == 4  # the failed item was seen and skipped
+    assert ItemResult.objects.filter(phase_run=phases["spellcheck"]).count() == 3
+    assert batch.report["aggregate"]["essays_analysed"] == 3
+    types = list(batch.outbox.order_by("id").values_list("event_type", flat=True))
+    assert types == [
+        "batch.accepted", "batch.started",
+        "batch.phase_started", "batch.phase_completed",
+        "batch.phase_started", "batch.phase_started", "batch.phase_completed", "batch.phase_completed",
+        "batch.phase_started", "batch.phase_completed",
+        "batch.completed_with_errors",
+    ]  # fmt: skip
