@@ -21,7 +21,7 @@ from tests.support.factories import publish_essay_pipeline, publish_test_pipelin
 LOG_DIR = BOS_HOME / "test-logs"
 
 
-def _database_url() -> str:
+def database_url() -> str:
     db = connection.settings_dict
     auth = db["USER"] or "postgres"
     if db.get("PASSWORD"):
@@ -36,7 +36,7 @@ def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[
 
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / "worker.log", "wb")  # noqa: SIM115 - closed at teardown
-    env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
     node = f"test-{os.environ['BOS_TEST_RUN_ID']}@%h"
     proc = subprocess.Popen(
         [
@@ -113,6 +113,14 @@ def test_pipelines(transactional_db: None) -> None:
         [
             {"name": "first", "handler": "test.echo", "mode": "per_item"},
             {"name": "boom", "handler": "test.explode", "mode": "per_batch", "after": ["first"]},
+        ],
+    )
+    publish_test_pipeline(
+        "gated",
+        [
+            {"name": "first", "handler": "test.echo", "mode": "per_item"},
+            {"name": "gate", "handler": "test.gate", "mode": "per_batch", "after": ["first"]},
+            {"name": "last", "handler": "test.count", "mode": "per_batch", "after": ["gate"]},
         ],
     )
     publish_test_pipeline(

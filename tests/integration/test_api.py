@@ -196,3 +196,29 @@ def test_create_api_user_prints_the_token_last(capsys: pytest.CaptureFixture[str
     token = Token.objects.get(user__username="alice")
     assert lines[-1] == token.key
     assert token.user.memberships.count() == 2
+
+
+@pytest.mark.usefixtures("celery_worker", "test_pipelines")
+def test_a_failed_batch_retried_by_an_operator_resumes_and_completes(tmp_path: Any) -> None:
+    gate = tmp_path / "closed"
+    gate.touch()
+    items = [{"key": f"i{n}", "payload": {}} for n in range(20)]
+    batch = batch_create(
+        request=batch_request(pipeline="gated", items=items, metadata={"gate": str(gate)}), actor="test"
+    ).batch
+    assert wait_for_terminal(batch.id).state == "failed"
+
+    gate.unlink()
+    api = client_for("op", "acme", "operator")
+    response = api.post(f"/api/v1/batches/{batch.id}/retry/", {"reason": "gate opened"}, format="json")
+    assert response.status_code == 200, response.json()
+    done = wait_for_terminal(batch.id)
+
+    assert done.state == "completed"
+    history = list(done.transitions.order_by("seq").values_list("to_state", "actor", "reason"))
+    assert [h[0] for h in history] == ["received", "accepted", "running", "failed", "running", "completed"]
+    assert history[4][1:] == ("user:op", "gate opened")
+    phases = {p.name: p for p in done.phases.all()}
+    # The finished phase was kept; only the failed one and what came after it ran again.
+    assert phases["first"].chunks_done == 1 and phases["gate"].state == "succeeded"
+    assert phases["last"].output == {"items": 20}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from orchestrator.handlers import BatchContext, ItemContext, ItemFailed, batch_handler, item_handler
@@ -29,3 +30,11 @@ def explode(ctx: BatchContext) -> dict[str, Any]:
 @batch_handler("test.count")
 def count(ctx: BatchContext) -> dict[str, Any]:
     return {"items": ctx.items_total}
+
+
+@batch_handler("test.gate")
+def gate(ctx: BatchContext) -> dict[str, Any]:
+    """Fails while the file named in the batch's metadata `gate` exists."""
+    if Path(ctx.metadata["gate"]).exists():
+        raise RuntimeError("the gate is closed")
+    return {"passed": True}
