@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.pipelines import Mode
+from orchestrator.pipelines import HandlerMode as Mode
 
 
 class ItemFailed(Exception):

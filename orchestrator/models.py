@@ -54,6 +54,9 @@ class Pipeline(models.Model):
     active_version = models.ForeignKey(
         "PipelineVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # A/B split of new batches between versions: [{"version": 3, "weight": 70}, ...],
+    # sticky by external id. Empty: every new batch gets the active version.
+    split = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -96,6 +99,13 @@ class Batch(models.Model):
     error = models.TextField(blank=True)
     # The seq of the last StateTransition; the next one gets this + 1.
     transitions_count = models.PositiveIntegerField(default=0)
+    # A child batch runs a sub-pipeline for a phase of its parent, which waits for it.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    parent_phase = models.ForeignKey(
+        "PhaseRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_batches"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -170,8 +180,18 @@ class PhaseRun(models.Model):
     items_failed = models.PositiveIntegerField(default=0)
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # Why a phase was skipped (its condition, or a skipped dependency).
+    skip_reason = models.CharField(max_length=500, blank=True)
+    # started_at: when the phase was dispatched; work_started_at: when a worker first
+    # took it up. The difference is the queue wait.
     started_at = models.DateTimeField(null=True, blank=True)
+    work_started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Rollback: the compensation of a finished phase ("", running, succeeded, failed).
+    compensation_state = models.CharField(max_length=16, blank=True)
+    compensation_attempts = models.PositiveIntegerField(default=0)
+    compensation_error = models.TextField(blank=True)
+    compensated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -18,7 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-Mode = Literal["per_item", "per_batch"]
+from orchestrator.conditions import ConditionError, check_condition
+
+Mode = Literal["per_item", "per_batch", "sub_pipeline"]
+HandlerMode = Literal["per_item", "per_batch"]
+Trigger = Literal["all_succeeded", "none_failed"]
 PHASE_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 
 
@@ -35,11 +39,15 @@ class _PhaseModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=PHASE_NAME_PATTERN)
-    handler: str = Field(min_length=1, max_length=200)
+    handler: str | None = Field(default=None, min_length=1, max_length=200)
     mode: Mode
     after: list[str] = Field(default_factory=list)
     chunk_size: int | None = Field(default=None, ge=1, le=10_000)
     options: dict[str, Any] = Field(default_factory=dict)
+    when: str | None = Field(default=None, min_length=1, max_length=1000)
+    trigger: Trigger = "all_succeeded"
+    compensate: str | None = Field(default=None, min_length=1, max_length=200)
+    pipeline: str | None = Field(default=None, min_length=1, max_length=100)
 
 
 class _DefinitionModel(BaseModel):
@@ -51,12 +59,25 @@ class _DefinitionModel(BaseModel):
 
 @dataclass(frozen=True)
 class PhaseSpec:
+    """One phase of a plan.
+
+    `when`: a condition over the batch; false means the phase is skipped. `trigger`:
+    what a phase needs of the phases it runs after (`all_succeeded`: a skipped one skips
+    it too; `none_failed`: skipped ones are fine). `compensate`: the per-batch handler
+    that undoes the phase on rollback. `pipeline`: for `mode: sub_pipeline`, the
+    pipeline run as a child batch.
+    """
+
     name: str
     handler: str
     mode: Mode
     after: tuple[str, ...]
     chunk_size: int | None
     options: Mapping[str, Any]
+    when: str | None = None
+    trigger: Trigger = "all_succeeded"
+    compensate: str | None = None
+    pipeline: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +119,7 @@ def _first_error_phase(raw: Any, loc: tuple[Any, ...]) -> str | None:
     return None
 
 
-def parse_definition(raw: Any, handlers: Mapping[str, Mode]) -> PipelinePlan:
+def parse_definition(raw: Any, handlers: Mapping[str, HandlerMode]) -> PipelinePlan:
     """Validate `raw` against the schema, the known `handlers` and the DAG rules."""
     if not isinstance(raw, Mapping):
         raise PipelineDefinitionError("invalid_definition", "a definition must be a JSON object")
@@ -118,21 +139,7 @@ def parse_definition(raw: Any, handlers: Mapping[str, Mode]) -> PipelinePlan:
             raise PipelineDefinitionError("duplicate_phase", "phase name used twice", phase.name)
         seen.add(phase.name)
     for phase in model.phases:
-        if phase.handler not in handlers:
-            raise PipelineDefinitionError("unknown_handler", f"unknown handler {phase.handler!r}", phase.name)
-        if handlers[phase.handler] != phase.mode:
-            raise PipelineDefinitionError(
-                "handler_mode_mismatch",
-                f"handler {phase.handler!r} is {handlers[phase.handler]}, but the phase is {phase.mode}",
-                phase.name,
-            )
-        for dep in phase.after:
-            if dep not in seen:
-                raise PipelineDefinitionError(
-                    "missing_dependency", f"runs after unknown phase {dep!r}", phase.name
-                )
-            if dep == phase.name:
-                raise PipelineDefinitionError("cycle", "runs after itself", phase.name)
+        _check_phase(phase, handlers, seen)
 
     graph = {p.name: p.after for p in model.phases}
     try:
@@ -150,15 +157,59 @@ def parse_definition(raw: Any, handlers: Mapping[str, Mode]) -> PipelinePlan:
         phases=tuple(
             PhaseSpec(
                 name=n,
-                handler=by_name[n].handler,
+                handler=by_name[n].handler or "",
                 mode=by_name[n].mode,
                 after=tuple(by_name[n].after),
                 chunk_size=by_name[n].chunk_size,
                 options=dict(by_name[n].options),
+                when=by_name[n].when,
+                trigger=by_name[n].trigger,
+                compensate=by_name[n].compensate,
+                pipeline=by_name[n].pipeline,
             )
             for n in order
         ),
     )
+
+
+def _check_phase(phase: _PhaseModel, handlers: Mapping[str, HandlerMode], names: set[str]) -> None:
+    def refuse(code: str, message: str) -> PipelineDefinitionError:
+        return PipelineDefinitionError(code, message, phase.name)
+
+    if phase.mode == "sub_pipeline":
+        if not phase.pipeline:
+            raise refuse("missing_pipeline", "a sub_pipeline phase names the `pipeline` it runs")
+        if phase.handler:
+            raise refuse("invalid_definition", "a sub_pipeline phase has no handler")
+    else:
+        if phase.pipeline:
+            raise refuse("invalid_definition", "only a sub_pipeline phase names a `pipeline`")
+        if not phase.handler:
+            raise refuse("invalid_definition", f"a {phase.mode} phase names its `handler`")
+        if phase.handler not in handlers:
+            raise refuse("unknown_handler", f"unknown handler {phase.handler!r}")
+        if handlers[phase.handler] != phase.mode:
+            raise refuse(
+                "handler_mode_mismatch",
+                f"handler {phase.handler!r} is {handlers[phase.handler]}, but the phase is {phase.mode}",
+            )
+    if phase.compensate is not None:
+        if phase.compensate not in handlers:
+            raise refuse("unknown_handler", f"unknown compensation handler {phase.compensate!r}")
+        if handlers[phase.compensate] != "per_batch":
+            raise refuse(
+                "handler_mode_mismatch", f"compensation handler {phase.compensate!r} must be per_batch"
+            )
+    if phase.when is not None:
+        try:
+            check_condition(phase.when)
+        except ConditionError as exc:
+            raise refuse("invalid_condition", f"when: {exc}") from exc
+    for dep in phase.after:
+        if dep not in names:
+            raise refuse("missing_dependency", f"runs after unknown phase {dep!r}")
+        if dep == phase.name:
+            raise refuse("cycle", "runs after itself")
 
 
 def _depth(name: str, graph: Mapping[str, list[str]]) -> int:

@@ -20,6 +20,10 @@ class BatchState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     ROLLED_BACK = "rolled_back"
+    # Non-terminal: compensations running; or one failed for good (an operator may
+    # start the rollback again).
+    ROLLING_BACK = "rolling_back"
+    ROLLBACK_FAILED = "rollback_failed"
 
 
 class PhaseState(StrEnum):
@@ -44,6 +48,8 @@ BATCH_TERMINAL = frozenset(
         BatchState.FAILED,
         BatchState.CANCELLED,
         BatchState.ROLLED_BACK,
+        # Resting, not final: an operator may start the rollback again.
+        BatchState.ROLLBACK_FAILED,
     }
 )
 PHASE_DONE = frozenset({PhaseState.SUCCEEDED, PhaseState.SKIPPED})
@@ -63,11 +69,13 @@ BATCH_TRANSITIONS: Mapping[BatchState | None, frozenset[BatchState]] = {
             BatchState.CANCELLED,
         }
     ),
-    # A failed batch may be retried: its failed phases run again.
-    BatchState.FAILED: frozenset({BatchState.RUNNING}),
-    BatchState.COMPLETED: frozenset(),
-    BatchState.COMPLETED_WITH_ERRORS: frozenset(),
-    BatchState.CANCELLED: frozenset(),
+    # A failed batch may be retried (its failed phases run again) or rolled back.
+    BatchState.FAILED: frozenset({BatchState.RUNNING, BatchState.ROLLING_BACK}),
+    BatchState.COMPLETED: frozenset({BatchState.ROLLING_BACK}),
+    BatchState.COMPLETED_WITH_ERRORS: frozenset({BatchState.ROLLING_BACK}),
+    BatchState.CANCELLED: frozenset({BatchState.ROLLING_BACK}),
+    BatchState.ROLLING_BACK: frozenset({BatchState.ROLLED_BACK, BatchState.ROLLBACK_FAILED}),
+    BatchState.ROLLBACK_FAILED: frozenset({BatchState.ROLLING_BACK}),
     BatchState.ROLLED_BACK: frozenset(),
 }
 

@@ -29,10 +29,17 @@ def test_happy_path_is_a_valid_path() -> None:
     assert is_valid_path([None, B.RECEIVED, B.ACCEPTED, B.RUNNING, B.COMPLETED])
 
 
-@pytest.mark.parametrize("terminal", [B.COMPLETED, B.COMPLETED_WITH_ERRORS, B.CANCELLED, B.ROLLED_BACK])
-def test_terminal_states_cannot_be_left(terminal: BatchState) -> None:
-    for target in BatchState:
-        assert not can_transition(terminal, target)
+@pytest.mark.parametrize("terminal", [B.COMPLETED, B.COMPLETED_WITH_ERRORS, B.CANCELLED])
+def test_an_ended_batch_can_only_be_rolled_back(terminal: BatchState) -> None:
+    assert [t for t in BatchState if can_transition(terminal, t)] == [B.ROLLING_BACK]
+
+
+def test_rolled_back_is_final() -> None:
+    assert not [t for t in BatchState if can_transition(B.ROLLED_BACK, t)]
+
+
+def test_a_failed_rollback_can_be_started_again() -> None:
+    assert is_valid_path([B.COMPLETED, B.ROLLING_BACK, B.ROLLBACK_FAILED, B.ROLLING_BACK, B.ROLLED_BACK])
 
 
 def test_skipping_acceptance_is_refused() -> None:

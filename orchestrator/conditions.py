@@ -1,0 +1,65 @@
+"""`when:` conditions of pipeline phases, evaluated safely (simpleeval: no `eval`).
+
+A condition is one Python-like expression over four names:
+
+- `metadata` — the batch's metadata (a dict),
+- `batch` — `priority`, `tenant`, `external_id`, `pipeline`, `items_total`,
+- `items` — `total`, `failed` (items failed so far), `ok` (total − failed),
+- `phases` — for each phase: `state`, `output` (a per-batch phase's result),
+  `items_failed`.
+
+Keys read as attributes too. Examples: `metadata.grading == True`,
+`items.failed == 0`, `batch.priority >= 8`,
+`phases.aggregate.output.essays_analysed > 10`. A missing key is an error, so guard
+optional ones with `metadata.get("grading")`. No Django here.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from simpleeval import EvalWithCompoundTypes, InvalidExpression
+
+NAMES = ("metadata", "batch", "items", "phases")
+FUNCTIONS = {"len": len, "any": any, "all": all, "min": min, "max": max}
+
+
+class ConditionError(ValueError):
+    """A condition that cannot be parsed or evaluated."""
+
+
+def _evaluator(names: Mapping[str, Any]) -> EvalWithCompoundTypes:
+    # A deep copy: an expression calling a mutating method changes nothing real.
+    return EvalWithCompoundTypes(names=copy.deepcopy(dict(names)), functions=FUNCTIONS)
+
+
+def check_condition(expression: str) -> None:
+    """Raise ConditionError unless `expression` parses and uses only the known names."""
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ConditionError(f"invalid expression: {exc.msg}") from exc
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id not in NAMES and node.id not in FUNCTIONS:
+            raise ConditionError(f"unknown name {node.id!r}; use {', '.join(NAMES)}")
+        if isinstance(node, (ast.Lambda, ast.comprehension, ast.NamedExpr)):
+            raise ConditionError("comprehensions, lambdas and assignments are not allowed")
+
+
+def evaluate(expression: str, names: Mapping[str, Any]) -> bool:
+    """The truth of `expression` over `names`; a failure to evaluate is a ConditionError."""
+    try:
+        return bool(_evaluator(names).eval(expression.strip()))
+    except (
+        InvalidExpression,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        IndexError,
+        ZeroDivisionError,
+    ) as exc:
+        raise ConditionError(f"{type(exc).__name__}: {exc}") from exc
