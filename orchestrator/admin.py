@@ -11,6 +11,8 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from orchestrator.errors import OrchestrationError
 from orchestrator.models import (
@@ -23,7 +25,10 @@ from orchestrator.models import (
     StateTransition,
     Tenant,
 )
+from orchestrator.profiling import format_seconds, version_stats
+from orchestrator.selectors import batch_graph, version_graph
 from orchestrator.services.batches import batch_cancel, batch_retry
+from orchestrator.services.rollback import batch_rollback
 
 
 class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -86,6 +91,16 @@ def retry_batches(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Batc
     _run_action(modeladmin, request, queryset, batch_retry, "retried")
 
 
+@admin.action(description="Roll back selected batches (run their compensations)")
+def rollback_batches(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+    _run_action(modeladmin, request, queryset, batch_rollback, "rolling back")
+
+
+def _svg(svg: str) -> str:
+    # The SVG is built by orchestrator.graphs, which escapes every text it draws.
+    return mark_safe(f'<div style="overflow-x:auto;max-width:100%">{svg}</div>')  # noqa: S308
+
+
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = [
@@ -93,6 +108,7 @@ class BatchAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "tenant",
         "pipeline_version",
         "state",
+        "active_phases",
         "priority",
         "items_total",
         "items_failed",
@@ -103,9 +119,17 @@ class BatchAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ["external_id", "id", "correlation_id"]
     date_hierarchy = "created_at"
     inlines = [PhaseRunInline, TransitionInline]
-    actions = [cancel_batches, retry_batches]
+    actions = [cancel_batches, retry_batches, rollback_batches]
     list_select_related = ["tenant", "pipeline_version__pipeline"]
-    readonly_fields = [f.name for f in Batch._meta.fields]
+    readonly_fields = ["graph", *[f.name for f in Batch._meta.fields]]
+
+    @admin.display(description="progress")
+    def graph(self, batch: Batch) -> str:
+        return _svg(batch_graph(batch))
+
+    @admin.display(description="active phases")
+    def active_phases(self, batch: Batch) -> str:
+        return ", ".join(batch.phases.filter(state="running").values_list("name", flat=True))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -113,15 +137,35 @@ class BatchAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(Pipeline)
 class PipelineAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["name", "active_version", "description", "created_at"]
-    readonly_fields = ["name", "description", "active_version", "created_at"]
+    list_display = ["name", "active_version", "split", "description", "created_at"]
+    readonly_fields = ["name", "description", "active_version", "split", "versions", "created_at"]
+
+    @admin.display(description="versions side by side")
+    def versions(self, pipeline: Pipeline) -> str:
+        rows = [
+            (
+                f"v{s.version}{' (active)' if s.active else ''}",
+                ", ".join(f"{state} {n}" for state, n in sorted(s.counts.items()) if n) or "no batches",
+                format_seconds(s.duration_p50),
+                format_seconds(s.duration_p95),
+            )
+            for s in version_stats(pipeline.name)
+        ]
+        return format_html(
+            "<table><tr><th>version</th><th>batches</th><th>p50</th><th>p95</th></tr>{}</table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
 
 
 @admin.register(PipelineVersion)
 class PipelineVersionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["pipeline", "version", "checksum", "created_at"]
     list_filter = ["pipeline"]
-    readonly_fields = ["pipeline", "version", "definition", "checksum", "created_at"]
+    readonly_fields = ["graph", "pipeline", "version", "definition", "checksum", "created_at"]
+
+    @admin.display(description="phases")
+    def graph(self, version: PipelineVersion) -> str:
+        return _svg(version_graph(version))
 
 
 @admin.register(OutboxEvent)

@@ -39,6 +39,7 @@ class BatchContext:
     items_total: int
     phase_outputs: Mapping[str, Any]
     iter_item_results: Callable[[str], Iterator[tuple[str, bool, Any]]]
+    phase_states: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -216,6 +216,20 @@ class PhaseRun(models.Model):
             return (self.finished_at - self.started_at).total_seconds()
         return None
 
+    @property
+    def queue_wait_seconds(self) -> float | None:
+        """From dispatch until a worker took the phase up."""
+        if self.started_at and self.work_started_at:
+            return max(0.0, (self.work_started_at - self.started_at).total_seconds())
+        return None
+
+    @property
+    def items_per_second(self) -> float | None:
+        if self.mode != "per_item" or not (self.work_started_at and self.finished_at):
+            return None
+        seconds = (self.finished_at - self.work_started_at).total_seconds()
+        return round(self.items_done / seconds, 1) if seconds > 0 else None
+
 
 class ItemResult(models.Model):
     """What one per-item phase produced for one item (or the error it raised)."""

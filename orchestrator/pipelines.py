@@ -12,7 +12,7 @@ from __future__ import annotations
 import graphlib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,6 +54,7 @@ class _DefinitionModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = ""
+    on_failure: Literal["stop", "rollback"] = "stop"
     phases: list[_PhaseModel] = Field(min_length=1)
 
 
@@ -86,6 +87,8 @@ class PipelinePlan:
 
     description: str
     phases: tuple[PhaseSpec, ...]
+    # "rollback": a batch that fails runs its compensations at once.
+    on_failure: Literal["stop", "rollback"] = "stop"
 
     @property
     def dependencies(self) -> dict[str, tuple[str, ...]]:
@@ -154,6 +157,7 @@ def parse_definition(raw: Any, handlers: Mapping[str, HandlerMode]) -> PipelineP
     order.sort(key=lambda n: (_depth(n, graph), position[n]))
     return PipelinePlan(
         description=model.description,
+        on_failure=model.on_failure,
         phases=tuple(
             PhaseSpec(
                 name=n,
@@ -221,6 +225,23 @@ def definition_checksum(raw: Mapping[str, Any]) -> str:
     """A stable fingerprint of a definition, so publishing the same one twice is a no-op."""
     canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def choose_version(split: Sequence[Mapping[str, int]], key: str) -> int:
+    """The version a new batch gets from an A/B `split` ([{"version", "weight"}, ...]).
+
+    Sticky: the same key (pipeline and external id) always lands on the same version,
+    so a batch submitted again, or retried, runs what it ran before.
+    """
+    total = sum(part["weight"] for part in split)
+    if total <= 0:
+        raise ValueError("an A/B split needs a positive total weight")
+    point = int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) % total
+    for part in split:
+        point -= part["weight"]
+        if point < 0:
+            return part["version"]
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def chunk_bounds(total: int, size: int) -> list[tuple[int, int]]:

@@ -9,16 +9,22 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import F, QuerySet
 
 from orchestrator.errors import InvalidRequest
+from orchestrator.graphs import PhaseView, pipeline_mermaid, pipeline_svg
 from orchestrator.handlers import handler_modes
-from orchestrator.models import Batch, ItemResult, Membership, PhaseRun, PipelineVersion
-from orchestrator.pipelines import PipelinePlan, parse_definition
+from orchestrator.models import Batch, ItemResult, Membership, PhaseRun, Pipeline, PipelineVersion
+from orchestrator.pipelines import PipelinePlan, choose_version, parse_definition
 
 ROLE_RANK = {Membership.Role.VIEWER: 0, Membership.Role.OPERATOR: 1, Membership.Role.ADMIN: 2}
 
 
-def resolve_pipeline_version(pipeline: str, version: int | None) -> PipelineVersion:
-    """The version a new batch runs: the one asked for, else the pipeline's active one."""
+def resolve_pipeline_version(pipeline: str, version: int | None, external_id: str = "") -> PipelineVersion:
+    """The version a new batch runs: the one asked for, else the pipeline's A/B split
+    (sticky by external id), else its active version."""
     qs = PipelineVersion.objects.select_related("pipeline").filter(pipeline__name=pipeline)
+    if version is None:
+        split = Pipeline.objects.filter(name=pipeline).values_list("split", flat=True).first()
+        if split:
+            version = choose_version(split, f"{pipeline}:{external_id}")
     if version is None:
         found = qs.filter(pipeline__active_version_id=F("id")).first()
     else:
@@ -95,3 +101,33 @@ def batch_progress(batch: Batch) -> dict[str, Any]:
             total += 1
             done += 1 if phase.state in ("succeeded", "skipped") else 0
     return {"done": done, "total": total, "fraction": (done / total) if total else 1.0}
+
+
+def batch_graph(batch: Batch, *, as_mermaid: bool = False) -> str:
+    """The batch's pipeline drawn with each phase's live state and progress."""
+    views: dict[str, PhaseView] = {}
+    for phase in batch.phases.all():
+        note = phase.skip_reason
+        child = phase.child_batches.only("id", "state").first() if phase.mode == "sub_pipeline" else None
+        if child is not None:
+            note = f"child batch {str(child.id)[:8]} · {child.state}"
+        if phase.compensation_state:
+            note = f"compensation {phase.compensation_state}"
+        views[phase.name] = PhaseView(
+            state=phase.state,
+            done=phase.items_done if phase.mode == "per_item" else None,
+            total=phase.items_total if phase.mode == "per_item" else None,
+            failed=phase.items_failed,
+            seconds=phase.duration_seconds,
+            note=note,
+        )
+    plan = pipeline_plan(batch.pipeline_version)
+    title = f"{batch.pipeline_version} · batch {batch.external_id} · {batch.state}"
+    render = pipeline_mermaid if as_mermaid else pipeline_svg
+    return render(plan, views, title=title)
+
+
+def version_graph(version: PipelineVersion, *, as_mermaid: bool = False) -> str:
+    """A pipeline version's definition, drawn."""
+    render = pipeline_mermaid if as_mermaid else pipeline_svg
+    return render(pipeline_plan(version), None, title=str(version))

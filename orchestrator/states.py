@@ -129,6 +129,37 @@ def ready_phases(
     ]
 
 
+def next_phases(
+    dependencies: Mapping[str, Iterable[str]],
+    triggers: Mapping[str, str],
+    phase_states: Mapping[str, PhaseState],
+) -> tuple[list[str], dict[str, str]]:
+    """What to do next: (phases to start, {phase to skip: why}).
+
+    A pending phase whose dependencies are all done starts, unless one of them was
+    skipped and its trigger is `all_succeeded` (the default): then it is skipped too,
+    and so, in turn, may be the phases after it. With trigger `none_failed` a skipped
+    dependency counts as done. Nothing starts or skips once a phase has failed.
+    """
+    states = dict(phase_states)
+    if PhaseState.FAILED in states.values():
+        return [], {}
+    skip: dict[str, str] = {}
+    changed = True
+    while changed:
+        changed = False
+        for name, after in dependencies.items():
+            deps = list(after)
+            if states[name] != PhaseState.PENDING or not all(states[d] in PHASE_DONE for d in deps):
+                continue
+            skipped = [d for d in deps if states[d] == PhaseState.SKIPPED]
+            if skipped and triggers.get(name, "all_succeeded") == "all_succeeded":
+                skip[name] = f"runs after skipped {', '.join(skipped)}"
+                states[name] = PhaseState.SKIPPED
+                changed = True
+    return ready_phases(dependencies, states), skip
+
+
 def batch_outcome(phase_states: Mapping[str, PhaseState], items_failed: int) -> BatchState | None:
     """The terminal state a running batch reaches, or None while work remains.
 

@@ -1,4 +1,5 @@
-"""Orchestration tasks: start a batch, record a phase's completion or failure.
+"""Orchestration tasks: start a batch, record a phase's completion or failure, start and
+follow child batches, run compensations.
 
 Thin by design: each takes ids and calls one service. Services are idempotent (they
 claim their transition), so a redelivered task does nothing the second time.
@@ -10,7 +11,9 @@ from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 
 from orchestrator.services.batches import batch_start
+from orchestrator.services.children import child_batch_finished, child_batch_start
 from orchestrator.services.phases import phase_complete, phase_fail
+from orchestrator.services.rollback import compensation_step
 
 
 class RetryingTask(Task):  # type: ignore[type-arg]
@@ -40,3 +43,23 @@ def phase_complete_task(phase_run_id: int) -> None:
 @shared_task(name="tasks.orchestration.phase_fail_task", base=RetryingTask)
 def phase_fail_task(phase_run_id: int, error: str) -> None:
     phase_fail(phase_run_id=phase_run_id, error=error, inline=True)
+
+
+@shared_task(name="tasks.orchestration.child_batch_start_task", base=RetryingTask)
+def child_batch_start_task(phase_run_id: int) -> None:
+    child_batch_start(phase_run_id=phase_run_id)
+
+
+@shared_task(name="tasks.orchestration.child_batch_finished_task", base=RetryingTask)
+def child_batch_finished_task(child_id: str) -> None:
+    child_batch_finished(child_id=child_id)
+
+
+@shared_task(name="tasks.orchestration.compensate_task", base=RetryingTask)
+def compensate_task(batch_id: str) -> None:
+    """Run a rolling-back batch's compensations one after another; a failed one is
+    tried again later (a new task with a countdown), so no worker sleeps on it."""
+    while (delay := compensation_step(batch_id=batch_id)) is not None:
+        if delay:
+            compensate_task.apply_async((batch_id,), countdown=delay)
+            return

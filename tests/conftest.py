@@ -124,6 +124,34 @@ def test_pipelines(transactional_db: None) -> None:
         ],
     )
     publish_test_pipeline(
+        "compensated",
+        [
+            {"name": "first", "handler": "test.echo", "mode": "per_item", "compensate": "test.undo"},
+            {
+                "name": "second",
+                "handler": "test.count",
+                "mode": "per_batch",
+                "after": ["first"],
+                "compensate": "test.undo",
+            },
+            {
+                "name": "third",
+                "handler": "test.count",
+                "mode": "per_batch",
+                "after": ["second"],
+                "compensate": "test.undo_gated",
+            },
+        ],
+    )
+    publish_test_pipeline(
+        "self-healing",
+        [
+            {"name": "first", "handler": "test.echo", "mode": "per_item", "compensate": "test.undo"},
+            {"name": "boom", "handler": "test.explode", "mode": "per_batch", "after": ["first"]},
+        ],
+        on_failure="rollback",
+    )
+    publish_test_pipeline(
         "slow",
         [
             {
@@ -133,6 +161,14 @@ def test_pipelines(transactional_db: None) -> None:
                 "chunk_size": 1,
                 "options": {"seconds": 0.5},
             }
+        ],
+    )
+    publish_test_pipeline(
+        "parent",
+        [
+            {"name": "prepare", "handler": "test.echo", "mode": "per_item"},
+            {"name": "child", "mode": "sub_pipeline", "pipeline": "slow", "after": ["prepare"]},
+            {"name": "after", "handler": "test.count", "mode": "per_batch", "after": ["child"]},
         ],
     )
 
@@ -146,4 +182,4 @@ def held_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     running by another test cannot move them on underneath.
     """
     monkeypatch.setattr("orchestrator.services.batches._enqueue_start", lambda batch_id: None)
-    monkeypatch.setattr("orchestrator.services.batches._enqueue_phases", lambda dispatch: None)
+    monkeypatch.setattr("orchestrator.services.progress._enqueue_phases", lambda dispatch: None)

@@ -33,5 +33,8 @@ BOS_OUTBOX_IDLE_SECONDS = env.float("BOS_OUTBOX_IDLE_SECONDS", default=1.0)
 # The demo admin user `make run` creates.
 BOS_DEMO_USER = env.str("BOS_DEMO_USER", default="admin")
 BOS_DEMO_TENANT = env.str("BOS_DEMO_TENANT", default="demo")
+# Rollback: attempts per compensation, and the first retry delay (doubling each time).
+BOS_COMPENSATION_MAX_ATTEMPTS = positive_int("BOS_COMPENSATION_MAX_ATTEMPTS", 3)
+BOS_COMPENSATION_BACKOFF_SECONDS = env.float("BOS_COMPENSATION_BACKOFF_SECONDS", default=2.0)
 # Modules whose import registers phase handlers (see orchestrator.handlers).
 BOS_HANDLER_MODULES = env.list("BOS_HANDLER_MODULES", default=["tasks.handlers.essays"])

@@ -40,6 +40,8 @@ class ActionInSerializer(serializers.Serializer):
 
 class PhaseOutSerializer(serializers.ModelSerializer):
     duration_seconds = serializers.FloatField(read_only=True)
+    queue_wait_seconds = serializers.FloatField(read_only=True)
+    items_per_second = serializers.FloatField(read_only=True)
 
     class Meta:
         model = PhaseRun
@@ -57,6 +59,10 @@ class PhaseOutSerializer(serializers.ModelSerializer):
             "chunks_total",
             "chunks_done",
             "duration_seconds",
+            "queue_wait_seconds",
+            "items_per_second",
+            "skip_reason",
+            "compensation_state",
             "error",
         ]
 
@@ -126,13 +132,24 @@ class ItemOutSerializer(serializers.ModelSerializer):
 class PipelineVersionOutSerializer(serializers.ModelSerializer):
     pipeline = serializers.CharField(source="pipeline.name")
     active = serializers.SerializerMethodField()
+    weight = serializers.SerializerMethodField()
+    stats = serializers.SerializerMethodField()
 
     class Meta:
         model = PipelineVersion
-        fields = ["pipeline", "version", "definition", "checksum", "created_at", "active"]
+        fields = ["pipeline", "version", "definition", "checksum", "created_at", "active", "weight", "stats"]
 
     def get_active(self, version: PipelineVersion) -> bool:
         return version.pipeline.active_version_id == version.id
+
+    def get_weight(self, version: PipelineVersion) -> int | None:
+        """Its weight in the pipeline's A/B split, if there is one."""
+        return next((p["weight"] for p in version.pipeline.split if p["version"] == version.version), None)
+
+    def get_stats(self, version: PipelineVersion) -> dict[str, Any] | None:
+        """Batches by state, batch and phase durations (p50/p95) of this version."""
+        stats: dict[int, dict[str, Any]] = self.context.get("stats", {})
+        return stats.get(version.version)
 
 
 class PipelineOutSerializer(serializers.ModelSerializer):
@@ -141,4 +158,4 @@ class PipelineOutSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Pipeline
-        fields = ["name", "description", "active_version", "definition", "created_at"]
+        fields = ["name", "description", "active_version", "split", "definition", "created_at"]

@@ -5,10 +5,12 @@ Every query is scoped to the caller's tenants: another tenant's batch answers 40
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
-from drf_spectacular.utils import extend_schema
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -25,10 +27,20 @@ from orchestrator.api.serializers import (
     PipelineVersionOutSerializer,
     TransitionOutSerializer,
 )
-from orchestrator.errors import PermissionDenied
+from orchestrator.errors import NotFound, PermissionDenied
 from orchestrator.models import Batch, PhaseRun, Pipeline, PipelineVersion
-from orchestrator.selectors import batches_for, tenant_ids_for
+from orchestrator.profiling import version_stats
+from orchestrator.selectors import batch_graph, batches_for, tenant_ids_for, version_graph
 from orchestrator.services.batches import BatchRequest, batch_cancel, batch_create, batch_retry
+from orchestrator.services.rollback import batch_rollback
+
+GRAPH_AS = OpenApiParameter("as", str, enum=["svg", "mermaid"], description="svg (default) or mermaid text")
+
+
+def _graph_response(request: Request, render: Callable[[bool], str]) -> HttpResponse:
+    as_mermaid = request.query_params.get("as", "svg") == "mermaid"
+    content_type = "text/plain; charset=utf-8" if as_mermaid else "image/svg+xml"
+    return HttpResponse(render(as_mermaid), content_type=content_type)
 
 
 def _actor(request: Request) -> str:
@@ -118,16 +130,47 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def retry(self, request: Request, pk: str | None = None) -> Response:
         return self._operator_action(request, batch_retry)
 
+    @extend_schema(request=ActionInSerializer, responses=BatchDetailOutSerializer)
+    @action(detail=True, methods=["post"])
+    def rollback(self, request: Request, pk: str | None = None) -> Response:
+        return self._operator_action(request, batch_rollback)
+
+    @extend_schema(parameters=[GRAPH_AS], responses={(200, "image/svg+xml"): str, (200, "text/plain"): str})
+    @action(detail=True, methods=["get"])
+    def graph(self, request: Request, pk: str | None = None) -> HttpResponse:
+        """The batch's pipeline as a graph, coloured by each phase's state (SVG, or `?as=mermaid`)."""
+        return _graph_response(
+            request, lambda as_mermaid: batch_graph(self.get_object(), as_mermaid=as_mermaid)
+        )
+
 
 class PipelineViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = PipelineOutSerializer
     lookup_field = "name"
     queryset = Pipeline.objects.select_related("active_version").order_by("name")
 
+    @extend_schema(parameters=[GRAPH_AS], responses={(200, "image/svg+xml"): str, (200, "text/plain"): str})
+    @action(detail=True, methods=["get"], url_path=r"versions/(?P<version>[0-9]+)/graph")
+    def version_graph(
+        self, request: Request, name: str | None = None, version: str | None = None
+    ) -> HttpResponse:
+        """A version's phase graph (SVG, or `?as=mermaid`)."""
+        found = (
+            PipelineVersion.objects.select_related("pipeline")
+            .filter(pipeline=self.get_object(), version=int(version or 0))
+            .first()
+        )
+        if found is None:
+            raise NotFound("version_not_found", f"pipeline {name} has no version {version}")
+        return _graph_response(request, lambda as_mermaid: version_graph(found, as_mermaid=as_mermaid))
+
     @extend_schema(responses=PipelineVersionOutSerializer(many=True))
     @action(detail=True, methods=["get"])
     def versions(self, request: Request, name: str | None = None) -> Response:
+        """Versions side by side, newest first: definition, batches by state, p50/p95 durations."""
         pipeline = self.get_object()
         versions = PipelineVersion.objects.filter(pipeline=pipeline).select_related("pipeline")
         page = self.paginate_queryset(versions.order_by("-version"))
-        return self.get_paginated_response(PipelineVersionOutSerializer(page, many=True).data)
+        stats = {s.version: s.to_dict() for s in version_stats(pipeline.name)}
+        data = PipelineVersionOutSerializer(page, many=True, context={"stats": stats}).data
+        return self.get_paginated_response(data)

@@ -1,4 +1,4 @@
-"""Services that create and steer batches: create, start, cancel, retry, finish."""
+"""Services that create and steer batches: create, start, cancel, retry."""
 
 from __future__ import annotations
 
@@ -13,11 +13,9 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from orchestrator.errors import Conflict, InvalidRequest, NotFound
+from orchestrator.errors import Conflict, InvalidRequest
 from orchestrator.models import (
     Batch,
-    BatchItem,
-    OutboxEvent,
     PhaseRun,
     ProcessedEvent,
     StateTransition,
@@ -26,19 +24,11 @@ from orchestrator.models import (
 from orchestrator.pipelines import chunk_bounds
 from orchestrator.selectors import pipeline_plan, resolve_pipeline_version
 from orchestrator.services.bulk import copy_items
-from orchestrator.services.events import emit, outbox_event, transition
-from orchestrator.services.execution import ItemRow, load_items, record_chunk, run_batch_handler, run_items
-from orchestrator.states import (
-    BatchState,
-    ItemState,
-    PhaseState,
-    TransitionNotAllowed,
-    batch_outcome,
-    ready_phases,
-)
+from orchestrator.services.events import ORCHESTRATOR, emit, outbox_event, transition
+from orchestrator.services.progress import advance, lock_batch, notify_parent, save_batch
+from orchestrator.states import BATCH_TERMINAL, BatchState, PhaseState, TransitionNotAllowed
 
 logger = logging.getLogger(__name__)
-ORCHESTRATOR = "orchestrator"
 
 
 @dataclass(frozen=True)
@@ -93,14 +83,16 @@ def _existing_for_event(event_id: str) -> Batch | None:
     return row.batch if row else None
 
 
-def batch_create(*, request: BatchRequest, actor: str, event_id: str | None = None) -> BatchCreateResult:
+def batch_create(
+    *, request: BatchRequest, actor: str, event_id: str | None = None, parent_phase: PhaseRun | None = None
+) -> BatchCreateResult:
     """Store a batch with its items and phases, accept it, and start it after commit.
 
     Idempotent: the same `event_id`, or the same (tenant, external_id), returns the
     batch that exists and creates nothing.
     """
     _check_request(request)
-    version = resolve_pipeline_version(request.pipeline, request.pipeline_version)
+    version = resolve_pipeline_version(request.pipeline, request.pipeline_version, request.external_id)
     plan = pipeline_plan(version)
     now = timezone.now()
     with transaction.atomic():
@@ -115,6 +107,8 @@ def batch_create(*, request: BatchRequest, actor: str, event_id: str | None = No
             correlation_id=request.correlation_id,
             items_total=len(request.items),
             state="",
+            parent_id=parent_phase.batch_id if parent_phase else None,
+            parent_phase=parent_phase,
         )
         # The event row names the batch before the batch row exists: foreign keys are
         # checked at commit (Django makes them DEFERRABLE INITIALLY DEFERRED).
@@ -173,17 +167,6 @@ def _enqueue_start(batch_id: Any) -> None:
     batch_start_task.delay(str(batch_id))
 
 
-def lock_batch(batch_id: Any) -> Batch:
-    try:
-        return (
-            Batch.objects.select_for_update(of=("self",))
-            .select_related("tenant", "pipeline_version__pipeline")
-            .get(id=batch_id)
-        )
-    except (Batch.DoesNotExist, ValueError) as exc:
-        raise NotFound("batch_not_found", f"batch {batch_id} does not exist") from exc
-
-
 def batch_start(*, batch_id: Any, inline: bool = False) -> None:
     """accepted → running, and dispatch the phases that can start. Idempotent."""
     now = timezone.now()
@@ -198,160 +181,6 @@ def batch_start(*, batch_id: Any, inline: bool = False) -> None:
         events += advance(batch, phases, now=now, audit=audit, inline=inline)
         save_batch(batch, audit)
         emit(events)
-
-
-def save_batch(batch: Batch, audit: list[StateTransition]) -> None:
-    batch.save()
-    StateTransition.objects.bulk_create(audit)
-
-
-def advance(
-    batch: Batch,
-    phases: list[PhaseRun],
-    *,
-    now: datetime,
-    audit: list[StateTransition],
-    inline: bool = False,
-) -> list[OutboxEvent]:
-    """From the phases' states, start what is ready or finish the batch.
-
-    The caller holds the batch lock, so two phases finishing at once see each other's
-    result and exactly one of them starts what depended on both.
-
-    With `inline` (the caller is an orchestration task), a small batch — at most
-    `BOS_INLINE_MAX_ITEMS` items — runs its ready phases right here instead of fanning
-    them out to other tasks: a fan-out costs more than the work. The states, history
-    and events are the same either way.
-    """
-    events: list[OutboxEvent] = []
-    run_here = inline and batch.items_total <= settings.BOS_INLINE_MAX_ITEMS
-    items: list[ItemRow] | None = None
-    while to_start := _ready(batch, phases):
-        if not run_here:
-            # An inline phase is saved once, when it ends, in this same transaction.
-            PhaseRun.objects.filter(id__in=[p.id for p in to_start], state=PhaseState.PENDING).update(
-                state=PhaseState.RUNNING, started_at=now, finished_at=None, error=""
-            )
-        for phase in to_start:
-            phase.state = PhaseState.RUNNING
-            phase.started_at = now
-            events.append(
-                outbox_event(
-                    batch=batch, event_type="batch.phase_started", at=now, data={"phase": phase.name}
-                )
-            )
-        if not run_here:
-            dispatch = [(p.id, p.mode, p.items_total, p.chunk_size) for p in to_start]
-            transaction.on_commit(partial(_enqueue_phases, dispatch))
-            break
-        items = load_items(batch.id, 0, batch.items_total) if items is None else items
-        for phase in to_start:
-            events.append(_run_phase_inline(batch, phase, items))
-            # One save per phase: bulk_update's CASE expressions cost more to build.
-            phase.save(update_fields=INLINE_FIELDS)
-        now = timezone.now()
-    items_failed = BatchItem.objects.filter(batch_id=batch.id, state=ItemState.FAILED).count()
-    outcome = batch_outcome({p.name: PhaseState(p.state) for p in phases}, items_failed)
-    if outcome is not None:
-        events += _finish(batch, phases, outcome, items_failed=items_failed, now=now, audit=audit)
-    return events
-
-
-def _ready(batch: Batch, phases: list[PhaseRun]) -> list[PhaseRun]:
-    """Phases that can start now; none once a phase has failed."""
-    states = {p.name: PhaseState(p.state) for p in phases}
-    if PhaseState.FAILED in states.values():
-        return []
-    ready = ready_phases(pipeline_plan(batch.pipeline_version).dependencies, states)
-    return [p for p in phases if p.name in ready]
-
-
-INLINE_FIELDS = [
-    "state",
-    "started_at",
-    "finished_at",
-    "output",
-    "error",
-    "items_done",
-    "items_failed",
-    "chunks_done",
-    "chunks_total",
-]
-
-
-def _run_phase_inline(batch: Batch, phase: PhaseRun, items: list[ItemRow]) -> OutboxEvent:
-    """Run a whole phase in this transaction; its outcome is set on `phase`, unsaved.
-
-    `items` are the batch's items, loaded once for the whole inline run; the states of
-    those this phase fails are updated in it, so later phases skip them.
-    """
-    started = timezone.now()
-    output: dict[str, Any] | None = None
-    error: str | None = None
-    if phase.mode == "per_item":
-        outcome = run_items(batch=batch, phase=phase, start=0, end=batch.items_total, items=items)
-        record_chunk(
-            phase=phase,
-            start=0,
-            end=batch.items_total,
-            outcome=outcome,
-            started_at=started,
-            count_progress=False,
-        )
-        failed = {item_id for item_id, _ in outcome.failures}
-        items[:] = [(i, k, p, ItemState.FAILED if i in failed else s) for i, k, p, s in items]
-        phase.items_done, phase.items_failed = outcome.items, len(outcome.failures)
-        phase.chunks_done = phase.chunks_total = 1
-    else:
-        output, error = run_batch_handler(batch=batch, phase=phase)
-    phase.finished_at = timezone.now()
-    phase.state = PhaseState.FAILED if error else PhaseState.SUCCEEDED
-    phase.output = output
-    phase.error = error or ""
-    data: dict[str, Any]
-    if error:
-        data = {"phase": phase.name, "error": error[:500]}
-        return outbox_event(batch=batch, event_type="batch.phase_failed", at=phase.finished_at, data=data)
-    data = {"phase": phase.name, "items_failed": phase.items_failed}
-    return outbox_event(batch=batch, event_type="batch.phase_completed", at=phase.finished_at, data=data)
-
-
-def _finish(
-    batch: Batch,
-    phases: list[PhaseRun],
-    outcome: BatchState,
-    *,
-    items_failed: int,
-    now: datetime,
-    audit: list[StateTransition],
-) -> list[Any]:
-    if outcome != BatchState.FAILED:
-        BatchItem.objects.filter(batch_id=batch.id, state=ItemState.PENDING).update(state=ItemState.SUCCEEDED)
-    batch.items_failed = items_failed
-    batch.items_succeeded = batch.items_total - items_failed if outcome != BatchState.FAILED else 0
-    batch.report = {p.name: p.output for p in phases if p.mode == "per_batch" and p.output is not None}
-    failed = [p for p in phases if p.state == PhaseState.FAILED]
-    reason = f"phase {failed[0].name} failed: {failed[0].error[:200]}" if failed else "all phases done"
-    if failed:
-        batch.error = failed[0].error
-    audit.append(
-        transition(
-            batch,
-            to=outcome,
-            actor=ORCHESTRATOR,
-            reason=reason,
-            phase=failed[0].name if failed else "",
-            at=now,
-        )
-    )
-    return [outbox_event(batch=batch, event_type=f"batch.{outcome.value}", at=now)]
-
-
-def _enqueue_phases(dispatch: list[tuple[int, str, int, int]]) -> None:
-    from orchestrator.workflows import dispatch_phase
-
-    for phase_run_id, mode, items_total, chunk_size in dispatch:
-        dispatch_phase(phase_run_id=phase_run_id, mode=mode, items_total=items_total, chunk_size=chunk_size)
 
 
 def batch_cancel(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
@@ -374,6 +203,11 @@ def batch_cancel(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
         )
         save_batch(batch, audit)
         emit([outbox_event(batch=batch, event_type="batch.cancelled", at=now)])
+        if batch.parent_phase_id is not None:
+            transaction.on_commit(partial(notify_parent, batch.id))
+        # Sub-pipelines started for this batch are cancelled with it (and theirs, in turn).
+        for child_id in batch.children.exclude(state__in=BATCH_TERMINAL).values_list("id", flat=True):
+            batch_cancel(batch_id=child_id, actor=actor, reason=f"parent batch {batch.id} cancelled")
     return batch
 
 

@@ -90,10 +90,11 @@ def record_chunk_results(
     if count_progress:
         parts.append(
             ", progress AS (UPDATE orchestrator_phaserun SET chunks_done = chunks_done + 1,"
-            " items_done = items_done + %s, items_failed = items_failed + %s"
+            " items_done = items_done + %s, items_failed = items_failed + %s,"
+            " work_started_at = LEAST(work_started_at, %s::timestamptz)"
             " WHERE id = %s AND EXISTS (SELECT 1 FROM claim))"
         )
-        params += [items, len(failures), phase_run_id]
+        params += [items, len(failures), started_at, phase_run_id]
     parts.append(" SELECT count(*) FROM claim")
     with connection.cursor() as cursor:
         cursor.execute("".join(parts), params)

@@ -18,6 +18,8 @@ from orchestrator.models import Batch, OutboxEvent, StateTransition
 from orchestrator.states import BATCH_TERMINAL, BatchState, check_transition
 
 SCHEMA_VERSION = 1
+# The actor of the changes BOS makes by itself (operators are "user:<name>").
+ORCHESTRATOR = "orchestrator"
 OUTBOX_CHANNEL = "bos_outbox"
 
 

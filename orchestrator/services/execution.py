@@ -162,8 +162,8 @@ def run_batch_handler(*, batch: Batch, phase: PhaseLike) -> tuple[dict[str, Any]
     """Run a per-batch phase's handler: (output, None), or (None, error) if it raised."""
     spec = pipeline_plan(batch.pipeline_version).phase(phase.name)
     handler = get_handler(phase.handler)
-    siblings = list(PhaseRun.objects.filter(batch_id=batch.id).values_list("name", "id", "output"))
-    phase_ids = {name: id_ for name, id_, _ in siblings}
+    siblings = list(PhaseRun.objects.filter(batch_id=batch.id).values_list("name", "id", "output", "state"))
+    phase_ids = {name: id_ for name, id_, _, _ in siblings}
     ctx = BatchContext(
         batch_id=str(batch.id),
         tenant=batch.tenant.slug,
@@ -171,8 +171,9 @@ def run_batch_handler(*, batch: Batch, phase: PhaseLike) -> tuple[dict[str, Any]
         metadata=batch.metadata,
         options=spec.options,
         items_total=batch.items_total,
-        phase_outputs={name: output for name, _, output in siblings if output is not None},
+        phase_outputs={name: output for name, _, output, _ in siblings if output is not None},
         iter_item_results=lambda name: iter_item_results(phase_ids[name]),
+        phase_states={name: state for name, _, _, state in siblings},
     )
     try:
         return dict(handler.func(ctx)), None

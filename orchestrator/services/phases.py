@@ -4,6 +4,7 @@ phase, and recording a phase's success or failure (which moves the batch on)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -11,7 +12,6 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from orchestrator.models import Batch, ChunkRun, PhaseRun
-from orchestrator.services.batches import advance, lock_batch, save_batch
 from orchestrator.services.events import emit, outbox_event
 from orchestrator.services.execution import (
     MAX_ERROR,
@@ -21,6 +21,7 @@ from orchestrator.services.execution import (
     run_batch_handler,
     run_items,
 )
+from orchestrator.services.progress import advance, lock_batch, save_batch
 from orchestrator.states import PhaseState
 
 
@@ -56,11 +57,12 @@ def phase_batch_run(*, phase_run_id: int, inline: bool = False) -> None:
     if running is None:
         return
     batch, phase = running
+    started = timezone.now()
     output, error = run_batch_handler(batch=batch, phase=phase)
     if error is not None:
-        phase_fail(phase_run_id=phase.id, error=error, inline=inline)
+        phase_fail(phase_run_id=phase.id, error=error, inline=inline, work_started_at=started)
     else:
-        phase_complete(phase_run_id=phase.id, output=output, inline=inline)
+        phase_complete(phase_run_id=phase.id, output=output, inline=inline, work_started_at=started)
 
 
 def _locked_batch_and_phases(phase_run_id: int) -> tuple[Batch, list[PhaseRun], PhaseRun]:
@@ -72,7 +74,11 @@ def _locked_batch_and_phases(phase_run_id: int) -> tuple[Batch, list[PhaseRun], 
 
 
 def phase_complete(
-    *, phase_run_id: int, output: Mapping[str, Any] | None = None, inline: bool = False
+    *,
+    phase_run_id: int,
+    output: Mapping[str, Any] | None = None,
+    inline: bool = False,
+    work_started_at: datetime | None = None,
 ) -> None:
     """running → succeeded for a phase, then start what is ready or finish the batch.
 
@@ -88,8 +94,9 @@ def phase_complete(
             phase.items_failed = totals["failed"] or 0
         phase.state = PhaseState.SUCCEEDED
         phase.finished_at = now
+        phase.work_started_at = phase.work_started_at or work_started_at
         phase.output = dict(output) if output is not None else None
-        phase.save(update_fields=["state", "finished_at", "output", "items_failed"])
+        phase.save(update_fields=["state", "finished_at", "work_started_at", "output", "items_failed"])
         events = [
             outbox_event(
                 batch=batch,
@@ -105,7 +112,9 @@ def phase_complete(
         emit(events)
 
 
-def phase_fail(*, phase_run_id: int, error: str, inline: bool = False) -> None:
+def phase_fail(
+    *, phase_run_id: int, error: str, inline: bool = False, work_started_at: datetime | None = None
+) -> None:
     """running → failed for a phase; the batch fails once nothing else is running."""
     now = timezone.now()
     with transaction.atomic():
@@ -114,8 +123,9 @@ def phase_fail(*, phase_run_id: int, error: str, inline: bool = False) -> None:
             return
         phase.state = PhaseState.FAILED
         phase.finished_at = now
+        phase.work_started_at = phase.work_started_at or work_started_at
         phase.error = error[: MAX_ERROR * 4]
-        phase.save(update_fields=["state", "finished_at", "error"])
+        phase.save(update_fields=["state", "finished_at", "work_started_at", "error"])
         events = [
             outbox_event(
                 batch=batch,

@@ -77,6 +77,23 @@ def text_stats(ctx: ItemContext) -> dict[str, Any]:
     }
 
 
+@item_handler("essays.grade", needs_results=True)
+def grade(ctx: ItemContext) -> dict[str, Any]:
+    """A letter grade from readability and spelling (runs only when a batch asks for it)."""
+    stats, spelling = ctx.results.get("text_stats"), ctx.results.get("spellcheck")
+    if not stats or not spelling:
+        raise ItemFailed("grading needs the text_stats and spellcheck results")
+    score = 100.0 - 400.0 * spelling["error_rate"]
+    score -= max(0.0, 30.0 - stats["flesch_reading_ease"]) / 2
+    score += min(10.0, stats["words"] / 50)
+    letter = next(
+        letter
+        for bound, letter in ((90, "A"), (80, "B"), (70, "C"), (60, "D"), (-1e9, "F"))
+        if score >= bound
+    )
+    return {"score": round(score, 1), "grade": letter}
+
+
 def _mean(values: list[float]) -> float | None:
     return round(statistics.fmean(values), 2) if values else None
 
@@ -101,7 +118,11 @@ def aggregate(ctx: BatchContext) -> dict[str, Any]:
             common.update(out["misspelled"])
             if worst is None or out["error_rate"] > worst[0]:
                 worst = (out["error_rate"], key)
+    letters: Counter[str] = Counter()
+    if ctx.phase_states.get("grading") == "succeeded":
+        letters.update(out["grade"] for _key, ok, out in ctx.iter_item_results("grading") if ok)
     return {
+        "grades": dict(sorted(letters.items())),
         "essays_analysed": len(reading),
         "words_total": sum(words),
         "words_mean": _mean([float(w) for w in words]),

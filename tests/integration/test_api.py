@@ -54,8 +54,11 @@ def test_rest_submission_completes_and_reads_back() -> None:
     assert detail["state"] == "completed"
     assert detail["priority"] == 7 and detail["tenant"] == "acme"
     assert (detail["items_total"], detail["items_succeeded"], detail["items_failed"]) == (8, 8, 0)
-    assert [p["name"] for p in detail["phases"]] == ["validate", "spellcheck", "text_stats", "aggregate"]
-    assert all(p["state"] == "succeeded" and p["started_at"] and p["finished_at"] for p in detail["phases"])
+    states = {p["name"]: p["state"] for p in detail["phases"]}
+    assert list(states) == ["validate", "spellcheck", "text_stats", "grading", "aggregate"]
+    assert states["grading"] == "skipped"  # the batch did not ask for grading
+    ran = [p for p in detail["phases"] if p["name"] != "grading"]
+    assert all(p["state"] == "succeeded" and p["started_at"] and p["finished_at"] for p in ran)
     assert detail["report"]["aggregate"]["essays_analysed"] == 8
 
     history = api.get(f"/api/v1/batches/{batch_id}/history/").json()
@@ -171,6 +174,8 @@ def test_pipelines_and_versions_are_listed() -> None:
     assert [p["name"] for p in pipelines] == ["essay-analysis"]
     versions = api.get("/api/v1/pipelines/essay-analysis/versions/").json()["results"]
     assert versions[0]["version"] == 1 and versions[0]["active"] is True
+    assert versions[0]["stats"]["counts"].get("accepted", 0) == 0
+    assert "duration_p95" in versions[0]["stats"]
 
 
 @pytest.mark.usefixtures("held_batches")
@@ -222,3 +227,32 @@ def test_a_failed_batch_retried_by_an_operator_resumes_and_completes(tmp_path: A
     # The finished phase was kept; only the failed one and what came after it ran again.
     assert phases["first"].chunks_done == 1 and phases["gate"].state == "succeeded"
     assert phases["last"].output == {"items": 20}
+
+
+@pytest.mark.usefixtures("held_batches")
+def test_a_batch_and_a_version_are_drawn_as_graphs() -> None:
+    batch = batch_create(request=batch_request(tenant="acme"), actor="test").batch
+    api = client_for("viewer", "acme", "viewer")
+
+    svg = api.get(f"/api/v1/batches/{batch.id}/graph/")
+    assert svg.status_code == 200 and svg["Content-Type"] == "image/svg+xml"
+    body = svg.content.decode()
+    assert body.startswith("<svg") and all(name in body for name in ("validate", "spellcheck", "aggregate"))
+    mermaid = api.get(f"/api/v1/batches/{batch.id}/graph/?as=mermaid").content.decode()
+    assert mermaid.lstrip().startswith(("flowchart", "---")) and "class " in mermaid
+    version = api.get("/api/v1/pipelines/essay-analysis/versions/1/graph/?as=mermaid")
+    assert version.status_code == 200 and "grading" in version.content.decode()
+    assert api.get("/api/v1/pipelines/essay-analysis/versions/7/graph/").status_code == 404
+    theirs = batch_create(request=batch_request(tenant="globex"), actor="test").batch
+    assert api.get(f"/api/v1/batches/{theirs.id}/graph/").status_code == 404
+
+
+@pytest.mark.usefixtures("held_batches")
+def test_the_admin_shows_a_batch_with_its_graph_phases_and_history(admin_client: Any) -> None:
+    batch = batch_create(request=batch_request(tenant="acme"), actor="test").batch
+    page = admin_client.get(f"/admin/orchestrator/batch/{batch.id}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "<svg" in html and "spellcheck" in html and "pipeline planned" in html
+    assert admin_client.get("/admin/orchestrator/batch/").status_code == 200
+    assert admin_client.get("/admin/orchestrator/pipelineversion/").status_code == 200

@@ -88,6 +88,7 @@ def test_kafka_request_completes_with_phase_events_in_order(
         ("batch.phase_completed", "text_stats"),
     ]
     assert types[8:] == [
+        ("batch.phase_skipped", "grading"),
         ("batch.phase_started", "aggregate"),
         ("batch.phase_completed", "aggregate"),
         ("batch.completed", None),
@@ -209,6 +210,7 @@ def test_a_small_batch_runs_inline_with_the_same_states_and_events(settings: Any
     assert batch.state == "completed_with_errors"
     assert (batch.items_succeeded, batch.items_failed) == (3, 1)
     phases = {p.name: p for p in batch.phases.all()}
+    assert phases.pop("grading").state == "skipped"
     assert all(p.state == "succeeded" and p.started_at and p.finished_at for p in phases.values())
     assert phases["validate"].items_failed == 1
     assert phases["spellcheck"].items_done == 4  # the failed item was seen and skipped
@@ -219,6 +221,7 @@ def test_a_small_batch_runs_inline_with_the_same_states_and_events(settings: Any
         "batch.accepted", "batch.started",
         "batch.phase_started", "batch.phase_completed",
         "batch.phase_started", "batch.phase_started", "batch.phase_completed", "batch.phase_completed",
+        "batch.phase_skipped",
         "batch.phase_started", "batch.phase_completed",
         "batch.completed_with_errors",
     ]  # fmt: skip

@@ -70,8 +70,8 @@ def publish_essay_pipeline() -> None:
     pipeline_publish_file(BASE_DIR / "pipelines" / "essay-analysis.json")
 
 
-def publish_test_pipeline(name: str, phases: list[dict[str, Any]]) -> None:
-    pipeline_publish(name=name, definition={"phases": phases})
+def publish_test_pipeline(name: str, phases: list[dict[str, Any]], **top: Any) -> None:
+    pipeline_publish(name=name, definition={"phases": phases, **top})
 
 
 def request_message(

@@ -38,3 +38,16 @@ def gate(ctx: BatchContext) -> dict[str, Any]:
     if Path(ctx.metadata["gate"]).exists():
         raise RuntimeError("the gate is closed")
     return {"passed": True}
+
+
+@batch_handler("test.undo")
+def undo(ctx: BatchContext) -> dict[str, Any]:
+    return {"undone": True}
+
+
+@batch_handler("test.undo_gated")
+def undo_gated(ctx: BatchContext) -> dict[str, Any]:
+    """A compensation that fails while the file named in metadata `undo_gate` exists."""
+    if Path(ctx.metadata["undo_gate"]).exists():
+        raise RuntimeError("cannot undo yet")
+    return {"undone": True}

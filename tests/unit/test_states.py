@@ -12,6 +12,7 @@ from orchestrator.states import (
     can_transition,
     check_transition,
     is_valid_path,
+    next_phases,
     ready_phases,
 )
 
@@ -80,3 +81,23 @@ def test_failed_items_give_completed_with_errors() -> None:
     done = dict.fromkeys(DEPS, P.SUCCEEDED)
     assert batch_outcome(done, 0) == B.COMPLETED
     assert batch_outcome(done, 3) == B.COMPLETED_WITH_ERRORS
+
+
+def test_a_phase_after_a_skipped_one_is_skipped_and_so_on() -> None:
+    deps = {"a": (), "grading": ("a",), "report": ("grading",), "final": ("report",)}
+    states = {"a": P.SUCCEEDED, "grading": P.SKIPPED, "report": P.PENDING, "final": P.PENDING}
+    start, skip = next_phases(deps, {}, states)
+    assert start == []
+    assert skip == {"report": "runs after skipped grading", "final": "runs after skipped report"}
+
+
+def test_a_none_failed_trigger_runs_after_a_skipped_branch() -> None:
+    deps = {"a": (), "grading": ("a",), "stats": ("a",), "aggregate": ("grading", "stats")}
+    states = {"a": P.SUCCEEDED, "grading": P.SKIPPED, "stats": P.SUCCEEDED, "aggregate": P.PENDING}
+    assert next_phases(deps, {"aggregate": "none_failed"}, states) == (["aggregate"], {})
+    assert next_phases(deps, {}, states) == ([], {"aggregate": "runs after skipped grading"})
+
+
+def test_nothing_starts_or_skips_after_a_failure() -> None:
+    states = {"validate": P.FAILED, "spellcheck": P.PENDING, "stats": P.PENDING, "aggregate": P.PENDING}
+    assert next_phases(DEPS, {}, states) == ([], {})

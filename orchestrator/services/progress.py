@@ -1,0 +1,278 @@
+"""Moving a running batch forward: start what is ready, skip what must be skipped, run
+small batches inline, finish the batch when nothing is left.
+
+Called by the services that change a phase (start, complete, fail, retry) with the batch
+row locked, so two phases finishing at once see each other and exactly one of them
+starts what depended on both.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from orchestrator.conditions import ConditionError, evaluate
+from orchestrator.errors import NotFound
+from orchestrator.models import Batch, BatchItem, OutboxEvent, PhaseRun, StateTransition
+from orchestrator.pipelines import PipelinePlan
+from orchestrator.selectors import pipeline_plan
+from orchestrator.services.events import ORCHESTRATOR, outbox_event, transition
+from orchestrator.services.execution import ItemRow, load_items, record_chunk, run_batch_handler, run_items
+from orchestrator.states import BatchState, ItemState, PhaseState, batch_outcome, next_phases
+
+
+def lock_batch(batch_id: Any) -> Batch:
+    try:
+        return (
+            Batch.objects.select_for_update(of=("self",))
+            .select_related("tenant", "pipeline_version__pipeline")
+            .get(id=batch_id)
+        )
+    except (Batch.DoesNotExist, ValueError) as exc:
+        raise NotFound("batch_not_found", f"batch {batch_id} does not exist") from exc
+
+
+def save_batch(batch: Batch, audit: list[StateTransition]) -> None:
+    batch.save()
+    StateTransition.objects.bulk_create(audit)
+
+
+def advance(
+    batch: Batch,
+    phases: list[PhaseRun],
+    *,
+    now: datetime,
+    audit: list[StateTransition],
+    inline: bool = False,
+) -> list[OutboxEvent]:
+    """From the phases' states, start or skip what is ready, or finish the batch.
+
+    A ready phase whose `when` condition is false is skipped (and the phases after it,
+    per their trigger). With `inline` (the caller is an orchestration task), a small
+    batch — at most `BOS_INLINE_MAX_ITEMS` items — runs its ready phases right here
+    instead of fanning them out: a fan-out costs more than so little work. States,
+    history and events are the same either way. Sub-pipelines are always dispatched.
+    """
+    plan = pipeline_plan(batch.pipeline_version)
+    events: list[OutboxEvent] = []
+    run_here = inline and batch.items_total <= settings.BOS_INLINE_MAX_ITEMS
+    items: list[ItemRow] | None = None
+    while to_start := _start_or_skip(batch, plan, phases, now, events):
+        dispatched = [p for p in to_start if not run_here or p.mode == "sub_pipeline"]
+        if dispatched:
+            _dispatch(dispatched)
+        here = [p for p in to_start if p not in dispatched]
+        if not here:
+            break
+        items = load_items(batch.id, 0, batch.items_total) if items is None else items
+        for phase in here:
+            events.append(_run_phase_inline(batch, phase, items))
+            # One save per phase: bulk_update's CASE expressions cost more to build.
+            phase.save(update_fields=INLINE_FIELDS)
+        now = timezone.now()
+    items_failed = BatchItem.objects.filter(batch_id=batch.id, state=ItemState.FAILED).count()
+    outcome = batch_outcome({p.name: PhaseState(p.state) for p in phases}, items_failed)
+    if outcome is not None:
+        events += _finish(batch, plan, phases, outcome, items_failed=items_failed, now=now, audit=audit)
+    return events
+
+
+def _condition_names(batch: Batch, phases: list[PhaseRun]) -> dict[str, Any]:
+    failed = sum(p.items_failed for p in phases if p.mode == "per_item")
+    return {
+        "metadata": batch.metadata,
+        "batch": {
+            "priority": batch.priority,
+            "tenant": batch.tenant.slug,
+            "external_id": batch.external_id,
+            "pipeline": batch.pipeline_version.pipeline.name,
+            "items_total": batch.items_total,
+        },
+        "items": {"total": batch.items_total, "failed": failed, "ok": batch.items_total - failed},
+        "phases": {
+            p.name: {"state": p.state, "output": p.output, "items_failed": p.items_failed} for p in phases
+        },
+    }
+
+
+def _start_or_skip(
+    batch: Batch, plan: PipelinePlan, phases: list[PhaseRun], now: datetime, events: list[OutboxEvent]
+) -> list[PhaseRun]:
+    """Mark the phases that can start now `running` (returned) and those to skip `skipped`.
+
+    Skipping one phase may make others ready or skipped, so this settles before it
+    returns. A condition that cannot be evaluated fails its phase, with the reason.
+    """
+    by_name = {p.name: p for p in phases}
+    triggers = {spec.name: spec.trigger for spec in plan.phases}
+    while True:
+        ready, skip = next_phases(plan.dependencies, triggers, {p.name: PhaseState(p.state) for p in phases})
+        for spec in plan.phases:
+            if spec.name in ready and spec.when:
+                try:
+                    if not evaluate(spec.when, _condition_names(batch, phases)):
+                        skip[spec.name] = f"when: {spec.when} is false"
+                except ConditionError as exc:
+                    _fail_condition(batch, by_name[spec.name], spec.when, exc, now, events)
+                    return []
+        if not skip:
+            break
+        for name, reason in skip.items():
+            _skip(batch, by_name[name], reason, now, events)
+    to_start = [by_name[name] for name in ready]
+    if to_start:
+        PhaseRun.objects.filter(id__in=[p.id for p in to_start], state=PhaseState.PENDING).update(
+            state=PhaseState.RUNNING,
+            started_at=now,
+            work_started_at=None,
+            finished_at=None,
+            error="",
+            attempts=F("attempts") + 1,
+        )
+    for phase in to_start:
+        phase.state = PhaseState.RUNNING
+        phase.started_at, phase.work_started_at = now, None
+        phase.attempts += 1
+        events.append(
+            outbox_event(batch=batch, event_type="batch.phase_started", at=now, data={"phase": phase.name})
+        )
+    return to_start
+
+
+def _skip(batch: Batch, phase: PhaseRun, reason: str, now: datetime, events: list[OutboxEvent]) -> None:
+    phase.state, phase.skip_reason, phase.finished_at = PhaseState.SKIPPED, reason[:500], now
+    phase.save(update_fields=["state", "skip_reason", "finished_at"])
+    data = {"phase": phase.name, "reason": reason[:500]}
+    events.append(outbox_event(batch=batch, event_type="batch.phase_skipped", at=now, data=data))
+
+
+def _fail_condition(
+    batch: Batch, phase: PhaseRun, when: str, exc: ConditionError, now: datetime, events: list[OutboxEvent]
+) -> None:
+    phase.state, phase.started_at, phase.finished_at = PhaseState.FAILED, now, now
+    phase.error = f"when: {when} could not be evaluated: {exc}"[:2000]
+    phase.save(update_fields=["state", "started_at", "finished_at", "error"])
+    data = {"phase": phase.name, "error": phase.error[:500]}
+    events.append(outbox_event(batch=batch, event_type="batch.phase_failed", at=now, data=data))
+
+
+INLINE_FIELDS = [
+    "state",
+    "started_at",
+    "work_started_at",
+    "finished_at",
+    "output",
+    "error",
+    "items_done",
+    "items_failed",
+    "chunks_done",
+    "chunks_total",
+]
+
+
+def _run_phase_inline(batch: Batch, phase: PhaseRun, items: list[ItemRow]) -> OutboxEvent:
+    """Run a whole phase in this transaction; its outcome is set on `phase`, unsaved.
+
+    `items` are the batch's items, loaded once for the whole inline run; the states of
+    those this phase fails are updated in it, so later phases skip them.
+    """
+    started = phase.work_started_at = timezone.now()
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    if phase.mode == "per_item":
+        outcome = run_items(batch=batch, phase=phase, start=0, end=batch.items_total, items=items)
+        record_chunk(
+            phase=phase,
+            start=0,
+            end=batch.items_total,
+            outcome=outcome,
+            started_at=started,
+            count_progress=False,
+        )
+        failed = {item_id for item_id, _ in outcome.failures}
+        items[:] = [(i, k, p, ItemState.FAILED if i in failed else s) for i, k, p, s in items]
+        phase.items_done, phase.items_failed = outcome.items, len(outcome.failures)
+        phase.chunks_done = phase.chunks_total = 1
+    else:
+        output, error = run_batch_handler(batch=batch, phase=phase)
+    phase.finished_at = timezone.now()
+    phase.state = PhaseState.FAILED if error else PhaseState.SUCCEEDED
+    phase.output = output
+    phase.error = error or ""
+    data: dict[str, Any]
+    if error:
+        data = {"phase": phase.name, "error": error[:500]}
+        return outbox_event(batch=batch, event_type="batch.phase_failed", at=phase.finished_at, data=data)
+    data = {"phase": phase.name, "items_failed": phase.items_failed}
+    return outbox_event(batch=batch, event_type="batch.phase_completed", at=phase.finished_at, data=data)
+
+
+def _finish(
+    batch: Batch,
+    plan: PipelinePlan,
+    phases: list[PhaseRun],
+    outcome: BatchState,
+    *,
+    items_failed: int,
+    now: datetime,
+    audit: list[StateTransition],
+) -> list[OutboxEvent]:
+    if outcome != BatchState.FAILED:
+        BatchItem.objects.filter(batch_id=batch.id, state=ItemState.PENDING).update(state=ItemState.SUCCEEDED)
+    batch.items_failed = items_failed
+    batch.items_succeeded = batch.items_total - items_failed if outcome != BatchState.FAILED else 0
+    batch.report = {p.name: p.output for p in phases if p.mode != "per_item" and p.output is not None}
+    failed = [p for p in phases if p.state == PhaseState.FAILED]
+    reason = f"phase {failed[0].name} failed: {failed[0].error[:200]}" if failed else "all phases done"
+    if failed:
+        batch.error = failed[0].error
+    audit.append(
+        transition(
+            batch,
+            to=outcome,
+            actor=ORCHESTRATOR,
+            reason=reason,
+            phase=failed[0].name if failed else "",
+            at=now,
+        )
+    )
+    events = [outbox_event(batch=batch, event_type=f"batch.{outcome.value}", at=now)]
+    if outcome == BatchState.FAILED and plan.on_failure == "rollback":
+        from orchestrator.services.rollback import begin_rollback
+
+        events += begin_rollback(
+            batch,
+            phases,
+            actor=ORCHESTRATOR,
+            reason="automatic rollback: the batch failed",
+            audit=audit,
+            now=now,
+        )
+    elif batch.parent_phase_id is not None:
+        transaction.on_commit(partial(notify_parent, batch.id))
+    return events
+
+
+def notify_parent(child_id: Any) -> None:
+    """Tell the parent of a child batch that the child has ended (after commit)."""
+    from tasks.orchestration import child_batch_finished_task
+
+    child_batch_finished_task.delay(str(child_id))
+
+
+def _dispatch(phases: list[PhaseRun]) -> None:
+    dispatch = [(p.id, p.mode, p.items_total, p.chunk_size) for p in phases]
+    transaction.on_commit(partial(_enqueue_phases, dispatch))
+
+
+def _enqueue_phases(dispatch: list[tuple[int, str, int, int]]) -> None:
+    from orchestrator.workflows import dispatch_phase
+
+    for phase_run_id, mode, items_total, chunk_size in dispatch:
+        dispatch_phase(phase_run_id=phase_run_id, mode=mode, items_total=items_total, chunk_size=chunk_size)
