@@ -7,13 +7,16 @@ claim their transition), so a redelivered task does nothing the second time.
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 
 from orchestrator.services.batches import batch_start
 from orchestrator.services.children import child_batch_finished, child_batch_start
+from orchestrator.services.execution import batch_facts
 from orchestrator.services.phases import phase_complete, phase_fail
-from orchestrator.services.rollback import compensation_step
+from orchestrator.services.rollback import compensation_step, enqueue_compensation
 
 
 class RetryingTask(Task):  # type: ignore[type-arg]
@@ -61,5 +64,5 @@ def compensate_task(batch_id: str) -> None:
     tried again later (a new task with a countdown), so no worker sleeps on it."""
     while (delay := compensation_step(batch_id=batch_id)) is not None:
         if delay:
-            compensate_task.apply_async((batch_id,), countdown=delay)
+            enqueue_compensation(batch_facts(UUID(batch_id)), countdown=delay)
             return

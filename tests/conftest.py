@@ -181,5 +181,5 @@ def held_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     For tests that read or steer batches without running them, so a worker left
     running by another test cannot move them on underneath.
     """
-    monkeypatch.setattr("orchestrator.services.batches._enqueue_start", lambda batch_id: None)
+    monkeypatch.setattr("orchestrator.services.batches._enqueue_start", lambda batch: None)
     monkeypatch.setattr("orchestrator.services.progress._enqueue_phases", lambda dispatch: None)

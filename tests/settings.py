@@ -18,6 +18,10 @@ os.environ.setdefault("BOS_TOPIC_EVENTS", f"test-{_RUN}.batch.events")
 os.environ.setdefault("BOS_TOPIC_DLQ", f"test-{_RUN}.batch.requested.dlq")
 os.environ.setdefault("BOS_CONSUMER_GROUP", f"test-{_RUN}")
 os.environ.setdefault("BOS_HANDLER_MODULES", "tasks.handlers.essays,tests.support.handlers")
+# Priority batches get a queue of their own (tests/integration/test_routing.py).
+os.environ.setdefault("BOS_ROUTES", '[{"queue": "bos.priority", "min_priority": 8}]')
+# Compensations retry quickly in tests.
+os.environ.setdefault("BOS_COMPENSATION_BACKOFF_SECONDS", "0.1")
 # Test workers close connections after each task, so the test database can be dropped.
 os.environ.setdefault("BOS_DB_CONN_MAX_AGE", "0")
 

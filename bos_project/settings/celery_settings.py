@@ -7,9 +7,12 @@ rejected back to the queue when a worker dies.
 
 from __future__ import annotations
 
+import json
+
 from kombu import Queue
 
 from bos_project.settings.environment import env, required_url
+from orchestrator.routing import RoutingError, check_rules
 
 REDIS_URL = required_url("REDIS_URL", ("redis", "rediss"))
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL
@@ -38,7 +41,17 @@ _PREFIX = env.str("BOS_QUEUE_PREFIX", default="")
 QUEUE_ORCHESTRATION = f"{_PREFIX}bos.orchestration"
 QUEUE_ITEMS = f"{_PREFIX}bos.items"
 QUEUE_BATCH = f"{_PREFIX}bos.batch"
+# Routing rules (orchestrator/routing.py): which tasks go to which extra queues.
+try:
+    BOS_ROUTES = check_rules(json.loads(env.str("BOS_ROUTES", default="[]")))
+except (ValueError, RoutingError) as exc:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"BOS_ROUTES: {exc}") from exc
+for _rule in BOS_ROUTES:
+    _rule["queue"] = f"{_PREFIX}{_rule['queue']}"
 BOS_QUEUES = [QUEUE_ORCHESTRATION, QUEUE_ITEMS, QUEUE_BATCH]
+BOS_QUEUES += sorted({r["queue"] for r in BOS_ROUTES} - set(BOS_QUEUES))
 CELERY_TASK_QUEUES = [Queue(name) for name in BOS_QUEUES]
 CELERY_TASK_DEFAULT_QUEUE = QUEUE_ORCHESTRATION
 CELERY_TASK_ROUTES = {

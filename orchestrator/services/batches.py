@@ -27,6 +27,7 @@ from orchestrator.services.bulk import copy_items
 from orchestrator.services.events import ORCHESTRATOR, emit, outbox_event, transition
 from orchestrator.services.progress import advance, lock_batch, notify_parent, save_batch
 from orchestrator.states import BATCH_TERMINAL, BatchState, PhaseState, TransitionNotAllowed
+from orchestrator.workflows import enqueue_orchestration
 
 logger = logging.getLogger(__name__)
 
@@ -152,8 +153,7 @@ def batch_create(
         )
         StateTransition.objects.bulk_create(audit)
         emit([outbox_event(batch=batch, event_type="batch.accepted", at=now)])
-        batch_id = batch.id
-        transaction.on_commit(lambda: _enqueue_start(batch_id))
+        transaction.on_commit(partial(_enqueue_start, batch))
     logger.info(
         "batch created",
         extra={"batch_id": str(batch.id), "tenant": tenant.slug, "external_id": batch.external_id},
@@ -161,10 +161,10 @@ def batch_create(
     return BatchCreateResult(batch, True)
 
 
-def _enqueue_start(batch_id: Any) -> None:
+def _enqueue_start(batch: Batch) -> None:
     from tasks.orchestration import batch_start_task
 
-    batch_start_task.delay(str(batch_id))
+    enqueue_orchestration(batch_start_task, (str(batch.id),), batch)
 
 
 def batch_start(*, batch_id: Any, inline: bool = False) -> None:
@@ -204,7 +204,7 @@ def batch_cancel(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
         save_batch(batch, audit)
         emit([outbox_event(batch=batch, event_type="batch.cancelled", at=now)])
         if batch.parent_phase_id is not None:
-            transaction.on_commit(partial(notify_parent, batch.id))
+            transaction.on_commit(partial(notify_parent, batch))
         # Sub-pipelines started for this batch are cancelled with it (and theirs, in turn).
         for child_id in batch.children.exclude(state__in=BATCH_TERMINAL).values_list("id", flat=True):
             batch_cancel(batch_id=child_id, actor=actor, reason=f"parent batch {batch.id} cancelled")

@@ -25,6 +25,7 @@ from orchestrator.selectors import pipeline_plan
 from orchestrator.services.events import ORCHESTRATOR, outbox_event, transition
 from orchestrator.services.execution import ItemRow, load_items, record_chunk, run_batch_handler, run_items
 from orchestrator.states import BatchState, ItemState, PhaseState, batch_outcome, next_phases
+from orchestrator.workflows import PhaseDispatch, dispatch_phase, enqueue_orchestration, queue_for
 
 
 def lock_batch(batch_id: Any) -> Batch:
@@ -66,7 +67,7 @@ def advance(
     while to_start := _start_or_skip(batch, plan, phases, now, events):
         dispatched = [p for p in to_start if not run_here or p.mode == "sub_pipeline"]
         if dispatched:
-            _dispatch(dispatched)
+            _dispatch(batch, dispatched)
         here = [p for p in to_start if p not in dispatched]
         if not here:
             break
@@ -255,24 +256,33 @@ def _finish(
             now=now,
         )
     elif batch.parent_phase_id is not None:
-        transaction.on_commit(partial(notify_parent, batch.id))
+        transaction.on_commit(partial(notify_parent, batch))
     return events
 
 
-def notify_parent(child_id: Any) -> None:
+def notify_parent(child: Batch) -> None:
     """Tell the parent of a child batch that the child has ended (after commit)."""
     from tasks.orchestration import child_batch_finished_task
 
-    child_batch_finished_task.delay(str(child_id))
+    enqueue_orchestration(child_batch_finished_task, (str(child.id),), child)
 
 
-def _dispatch(phases: list[PhaseRun]) -> None:
-    dispatch = [(p.id, p.mode, p.items_total, p.chunk_size) for p in phases]
+def _dispatch(batch: Batch, phases: list[PhaseRun]) -> None:
+    orchestration = queue_for(batch, "orchestration")
+    dispatch = [
+        PhaseDispatch(
+            phase_run_id=p.id,
+            mode=p.mode,
+            items_total=p.items_total,
+            chunk_size=p.chunk_size,
+            work_queue=queue_for(batch, "items" if p.mode == "per_item" else "batch", p.name),
+            orchestration_queue=orchestration,
+        )
+        for p in phases
+    ]
     transaction.on_commit(partial(_enqueue_phases, dispatch))
 
 
-def _enqueue_phases(dispatch: list[tuple[int, str, int, int]]) -> None:
-    from orchestrator.workflows import dispatch_phase
-
-    for phase_run_id, mode, items_total, chunk_size in dispatch:
-        dispatch_phase(phase_run_id=phase_run_id, mode=mode, items_total=items_total, chunk_size=chunk_size)
+def _enqueue_phases(dispatch: list[PhaseDispatch]) -> None:
+    for phase in dispatch:
+        dispatch_phase(phase)

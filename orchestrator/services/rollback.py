@@ -25,6 +25,7 @@ from orchestrator.services.events import ORCHESTRATOR, emit, outbox_event, trans
 from orchestrator.services.execution import PhaseRef, batch_facts, run_batch_handler
 from orchestrator.services.progress import lock_batch, save_batch
 from orchestrator.states import BatchState, PhaseState, TransitionNotAllowed
+from orchestrator.workflows import enqueue_orchestration
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
 ROLLBACK_FROM = {
@@ -64,15 +65,15 @@ def begin_rollback(
     PhaseRun.objects.filter(id__in=[p.id for p in undo]).update(
         compensation_state=PENDING, compensation_error=""
     )
-    transaction.on_commit(partial(_enqueue_compensation, batch.id))
+    transaction.on_commit(partial(enqueue_compensation, batch))
     order = [p.name for p in _reverse_finish_order(undo)]
     return [outbox_event(batch=batch, event_type="batch.rolling_back", at=now, data={"compensations": order})]
 
 
-def _enqueue_compensation(batch_id: Any, countdown: float = 0) -> None:
+def enqueue_compensation(batch: Batch, countdown: float = 0) -> None:
     from tasks.orchestration import compensate_task
 
-    compensate_task.apply_async((str(batch_id),), countdown=countdown)
+    enqueue_orchestration(compensate_task, (str(batch.id),), batch, countdown=countdown)
 
 
 def batch_rollback(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
