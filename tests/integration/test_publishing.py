@@ -49,3 +49,21 @@ def test_an_unknown_template_is_refused() -> None:
     with pytest.raises(InvalidRequest) as err:
         pipeline_publish(name="nope", definition={"template": "no-such-template", "params": {}})
     assert err.value.code == "unknown_template"
+
+
+def test_the_split_command_sets_and_clears_a_split(capsys: pytest.CaptureFixture[str]) -> None:
+    from django.core.management import call_command
+
+    from orchestrator.models import Pipeline
+
+    pipeline_publish(name="two", definition=FAN_OUT)
+    second = dict(FAN_OUT, description="second")
+    pipeline_publish(name="two", definition=second)
+    call_command("pipeline_split", "two", "1:70", "2:30")
+    assert "v1 70%, v2 30%" in capsys.readouterr().out
+    assert Pipeline.objects.get(name="two").split == [
+        {"version": 1, "weight": 70},
+        {"version": 2, "weight": 30},
+    ]
+    call_command("pipeline_split", "two", "--clear")
+    assert Pipeline.objects.get(name="two").split == []
