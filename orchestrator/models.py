@@ -192,6 +192,8 @@ class PhaseRun(models.Model):
     compensation_attempts = models.PositiveIntegerField(default=0)
     compensation_error = models.TextField(blank=True)
     compensated_at = models.DateTimeField(null=True, blank=True)
+    # When the reconciler last re-sent this phase's missing work.
+    reconciled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -15,7 +15,7 @@ from typing import Any
 from celery import chord
 from django.conf import settings
 
-from orchestrator.models import Batch
+from orchestrator.models import Batch, PhaseRun
 from orchestrator.pipelines import chunk_bounds
 from orchestrator.routing import Kind, TaskFacts, route
 
@@ -37,7 +37,11 @@ def _options(queue: str | None) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class PhaseDispatch:
-    """What it takes to send a started phase to the workers (built under the lock)."""
+    """What it takes to send a started phase to the workers (built under the lock).
+
+    `chunks`: only these item ranges (the reconciler re-sending what is missing);
+    by default all of them.
+    """
 
     phase_run_id: int
     mode: str
@@ -45,6 +49,21 @@ class PhaseDispatch:
     chunk_size: int
     work_queue: str | None
     orchestration_queue: str | None
+    chunks: tuple[tuple[int, int], ...] | None = None
+
+    @classmethod
+    def of(
+        cls, batch: Batch, phase: PhaseRun, chunks: tuple[tuple[int, int], ...] | None = None
+    ) -> PhaseDispatch:
+        return cls(
+            phase_run_id=phase.id,
+            mode=phase.mode,
+            items_total=phase.items_total,
+            chunk_size=phase.chunk_size,
+            work_queue=queue_for(batch, "items" if phase.mode == "per_item" else "batch", phase.name),
+            orchestration_queue=queue_for(batch, "orchestration"),
+            chunks=chunks,
+        )
 
 
 def dispatch_phase(d: PhaseDispatch) -> None:
@@ -60,7 +79,7 @@ def dispatch_phase(d: PhaseDispatch) -> None:
         return
     header = [
         run_item_chunk_task.si(d.phase_run_id, start, end).set(**work)
-        for start, end in chunk_bounds(d.items_total, d.chunk_size)
+        for start, end in (d.chunks or chunk_bounds(d.items_total, d.chunk_size))
     ]
     body = phase_complete_task.si(d.phase_run_id).set(**orchestration)
     body.on_error(

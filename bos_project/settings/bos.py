@@ -36,5 +36,9 @@ BOS_DEMO_TENANT = env.str("BOS_DEMO_TENANT", default="demo")
 # Rollback: attempts per compensation, and the first retry delay (doubling each time).
 BOS_COMPENSATION_MAX_ATTEMPTS = positive_int("BOS_COMPENSATION_MAX_ATTEMPTS", 3)
 BOS_COMPENSATION_BACKOFF_SECONDS = env.float("BOS_COMPENSATION_BACKOFF_SECONDS", default=2.0)
+# Reconciler (beat): how often it runs, and how long a phase may show no progress, or a
+# batch stay accepted, before its missing work is sent again. Longer than any chunk runs.
+BOS_RECONCILE_INTERVAL_SECONDS = env.float("BOS_RECONCILE_INTERVAL_SECONDS", default=30.0)
+BOS_STALE_AFTER_SECONDS = env.float("BOS_STALE_AFTER_SECONDS", default=600.0)
 # Modules whose import registers phase handlers (see orchestrator.handlers).
 BOS_HANDLER_MODULES = env.list("BOS_HANDLER_MODULES", default=["tasks.handlers.essays"])

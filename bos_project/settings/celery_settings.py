@@ -59,9 +59,15 @@ CELERY_TASK_ROUTES = {
     "tasks.phases.run_item_chunk_task": {"queue": QUEUE_ITEMS},
     "tasks.phases.run_batch_phase_task": {"queue": QUEUE_BATCH},
 }
-CELERY_IMPORTS = ["tasks.orchestration", "tasks.phases"]
+CELERY_IMPORTS = ["tasks.orchestration", "tasks.phases", "tasks.maintenance"]
 # Celery's Django fix-up closes the database connection around every task unless this
 # is set, so each task would pay for a new PostgreSQL connection. Reuse it for this many
 # tasks (Django's CONN_MAX_AGE and health checks still apply).
 CELERY_DB_REUSE_MAX = env.int("BOS_DB_REUSE_MAX", default=1000)
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "reconcile": {
+        "task": "tasks.maintenance.reconcile_task",
+        "schedule": env.float("BOS_RECONCILE_INTERVAL_SECONDS", default=30.0),
+        "options": {"expires": 60},
+    },
+}

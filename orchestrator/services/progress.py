@@ -25,7 +25,7 @@ from orchestrator.selectors import pipeline_plan
 from orchestrator.services.events import ORCHESTRATOR, outbox_event, transition
 from orchestrator.services.execution import ItemRow, load_items, record_chunk, run_batch_handler, run_items
 from orchestrator.states import BatchState, ItemState, PhaseState, batch_outcome, next_phases
-from orchestrator.workflows import PhaseDispatch, dispatch_phase, enqueue_orchestration, queue_for
+from orchestrator.workflows import PhaseDispatch, dispatch_phase, enqueue_orchestration
 
 
 def lock_batch(batch_id: Any) -> Batch:
@@ -268,18 +268,7 @@ def notify_parent(child: Batch) -> None:
 
 
 def _dispatch(batch: Batch, phases: list[PhaseRun]) -> None:
-    orchestration = queue_for(batch, "orchestration")
-    dispatch = [
-        PhaseDispatch(
-            phase_run_id=p.id,
-            mode=p.mode,
-            items_total=p.items_total,
-            chunk_size=p.chunk_size,
-            work_queue=queue_for(batch, "items" if p.mode == "per_item" else "batch", p.name),
-            orchestration_queue=orchestration,
-        )
-        for p in phases
-    ]
+    dispatch = [PhaseDispatch.of(batch, p) for p in phases]
     transaction.on_commit(partial(_enqueue_phases, dispatch))
 
 
