@@ -28,9 +28,11 @@ class RetryingTask(Task):  # type: ignore[type-arg]
 
     autoretry_for = (OperationalError, InterfaceError, ConnectionError)
     retry_backoff = 1
-    retry_backoff_max = 60
+    # Capped low so work resumes within seconds of the database coming back; 60 tries
+    # ride out an outage of about ten minutes before the reconciler has to step in.
+    retry_backoff_max = 10
     retry_jitter = True
-    max_retries = 20
+    max_retries = 60
 
 
 @shared_task(name="tasks.orchestration.batch_start_task", base=RetryingTask)

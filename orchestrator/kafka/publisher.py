@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from kafka import KafkaProducer
 
@@ -107,6 +107,7 @@ class OutboxPublisher:
                 sent = self.publish_once()
             except Exception:  # noqa: BLE001 - the loop must survive broker and DB outages
                 logger.exception("outbox publish failed; retrying")
+                close_old_connections()  # a connection broken by an outage is replaced
                 sent = 0
                 time.sleep(1.0)
             if sent:

@@ -298,7 +298,7 @@ def test_poison_on_rest_is_refused_with_4xx_codes_and_nothing_stored() -> None:
 
 @pytest.mark.usefixtures("celery_worker", "transactional_db")
 def test_a_redis_restart_mid_batch_loses_nothing(capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.chaos.redis_restart import restart_redis
+    from tests.chaos.outages import restart_redis
 
     publish_test_pipeline(
         "chaos",
@@ -337,4 +337,45 @@ def test_a_redis_restart_mid_batch_loses_nothing(capsys: pytest.CaptureFixture[s
     assert_consistent(capsys)
     print(
         f"\nredis restart: 500 items, 0 lost, 0 duplicated, recovered in {time.monotonic() - started:.1f} s"
+    )
+
+
+@pytest.mark.usefixtures("celery_worker", "transactional_db")
+def test_postgres_cut_for_15_seconds_mid_batch_recovers_by_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.chaos.outages import cut_postgres
+
+    publish_test_pipeline(
+        "chaos",
+        [
+            {
+                "name": "work",
+                "handler": "test.slow",
+                "mode": "per_item",
+                "chunk_size": 10,
+                "options": {"seconds": 0.05},
+            },
+            {"name": "count", "handler": "test.count", "mode": "per_batch", "after": ["work"]},
+        ],
+    )
+    items = [{"key": f"i{n}", "payload": {}} for n in range(500)]
+    batch = batch_create(request=batch_request(pipeline="chaos", items=items), actor="test").batch
+    wait_for(
+        lambda: ChunkRun.objects.filter(phase_run__batch=batch).count() >= 5, timeout=60, what="work to start"
+    )
+
+    cut_postgres(down_for=15)  # tasks fail on the database and retry with backoff meanwhile
+    started = time.monotonic()
+
+    def done() -> bool:
+        reconcile(stale_after=20)  # only what the retries did not recover by themselves
+        return Batch.objects.get(id=batch.id).is_terminal
+
+    wait_for(done, timeout=240, interval=1, what="the batch to end after the database came back")
+    batch = Batch.objects.get(id=batch.id)
+    assert batch.state == "completed", batch.error
+    assert ItemResult.objects.filter(phase_run__batch=batch, phase_run__name="work").count() == 500
+    assert ChunkRun.objects.filter(phase_run__batch=batch).count() == 50
+    assert_consistent(capsys)
+    print(
+        f"\npostgres cut 15 s: 500 items, 0 lost, 0 duplicated, recovered in {time.monotonic() - started:.1f} s"
     )
