@@ -17,7 +17,32 @@ from orchestrator.pipelines import HandlerMode as Mode
 
 
 class ItemFailed(Exception):
-    """Raised by a per-item handler to fail one item with a reason."""
+    """Raised by a per-item handler to fail one item with a reason (bad input: not retried)."""
+
+    bos_error_class = "bad_input"
+
+
+class TransientError(Exception):
+    """Raised by a handler for a failure that may go away: retried with backoff."""
+
+    bos_error_class = "transient"
+
+
+class PermanentError(Exception):
+    """Raised by a handler for a failure that will not go away: not retried."""
+
+    bos_error_class = "permanent"
+
+
+class DependencyUnavailable(Exception):
+    """Raised by a handler when a service it needs is down: retried, and counted
+    against that service's circuit breaker."""
+
+    bos_error_class = "dependency_unavailable"
+
+    def __init__(self, dependency: str, message: str = "") -> None:
+        super().__init__(f"{dependency} is unavailable{': ' + message if message else ''}")
+        self.dependency = dependency
 
 
 @dataclass(frozen=True)
@@ -48,18 +73,20 @@ class Handler:
     mode: Mode
     func: Callable[..., Mapping[str, Any]]
     needs_results: bool = False
+    # The downstream service it calls: its failures count against that circuit breaker.
+    dependency: str | None = None
 
 
 _REGISTRY: dict[str, Handler] = {}
 
 
 def item_handler(
-    name: str, *, needs_results: bool = False
+    name: str, *, needs_results: bool = False, dependency: str | None = None
 ) -> Callable[[Callable[[ItemContext], Mapping[str, Any]]], Callable[[ItemContext], Mapping[str, Any]]]:
     def register(
         func: Callable[[ItemContext], Mapping[str, Any]],
     ) -> Callable[[ItemContext], Mapping[str, Any]]:
-        _REGISTRY[name] = Handler(name, "per_item", func, needs_results)
+        _REGISTRY[name] = Handler(name, "per_item", func, needs_results, dependency)
         return func
 
     return register

@@ -150,6 +150,7 @@ class BatchItem(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     failed_phase = models.CharField(max_length=64, blank=True)
     last_error = models.TextField(blank=True)
+    error_class = models.CharField(max_length=32, blank=True)
 
     class Meta:
         constraints = [
@@ -194,6 +195,11 @@ class PhaseRun(models.Model):
     compensated_at = models.DateTimeField(null=True, blank=True)
     # When the reconciler last re-sent this phase's missing work.
     reconciled_at = models.DateTimeField(null=True, blank=True)
+    # Retries of its chunks (transient item failures, or waiting on an open breaker).
+    retries = models.PositiveIntegerField(default=0)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+    waiting_on = models.CharField(max_length=100, blank=True)
+    error_class = models.CharField(max_length=32, blank=True)
 
     class Meta:
         constraints = [
@@ -245,6 +251,7 @@ class ItemResult(models.Model):
     ok = models.BooleanField()
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
+    error_class = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -13,7 +13,7 @@ import graphlib
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,6 +35,17 @@ class PipelineDefinitionError(ValueError):
         self.phase = phase
 
 
+class _RetryModel(BaseModel):
+    """How a per-item phase retries items that failed transiently (defaults: settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int | None = Field(default=None, ge=1, le=50)
+    base: float | None = Field(default=None, gt=0, le=3600)
+    cap: float | None = Field(default=None, gt=0, le=3600)
+    jitter: float | None = Field(default=None, ge=0, le=1)
+
+
 class _PhaseModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -48,6 +59,7 @@ class _PhaseModel(BaseModel):
     trigger: Trigger = "all_succeeded"
     compensate: str | None = Field(default=None, min_length=1, max_length=200)
     pipeline: str | None = Field(default=None, min_length=1, max_length=100)
+    retry: _RetryModel | None = None
 
 
 class _DefinitionModel(BaseModel):
@@ -79,6 +91,7 @@ class PhaseSpec:
     trigger: Trigger = "all_succeeded"
     compensate: str | None = None
     pipeline: str | None = None
+    retry: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -170,10 +183,15 @@ def parse_definition(raw: Any, handlers: Mapping[str, HandlerMode]) -> PipelineP
                 trigger=by_name[n].trigger,
                 compensate=by_name[n].compensate,
                 pipeline=by_name[n].pipeline,
+                retry=_retry_of(by_name[n]),
             )
             for n in order
         ),
     )
+
+
+def _retry_of(phase: _PhaseModel) -> dict[str, Any]:
+    return phase.retry.model_dump(exclude_none=True) if phase.retry is not None else {}
 
 
 def _check_phase(phase: _PhaseModel, handlers: Mapping[str, HandlerMode], names: set[str]) -> None:

@@ -50,10 +50,16 @@ class PhaseDispatch:
     work_queue: str | None
     orchestration_queue: str | None
     chunks: tuple[tuple[int, int], ...] | None = None
+    # The attempt its chunk tasks start at (2 after a first try ran inline).
+    attempt: int = 1
 
     @classmethod
     def of(
-        cls, batch: Batch, phase: PhaseRun, chunks: tuple[tuple[int, int], ...] | None = None
+        cls,
+        batch: Batch,
+        phase: PhaseRun,
+        chunks: tuple[tuple[int, int], ...] | None = None,
+        attempt: int = 1,
     ) -> PhaseDispatch:
         return cls(
             phase_run_id=phase.id,
@@ -63,6 +69,7 @@ class PhaseDispatch:
             work_queue=queue_for(batch, "items" if phase.mode == "per_item" else "batch", phase.name),
             orchestration_queue=queue_for(batch, "orchestration"),
             chunks=chunks,
+            attempt=attempt,
         )
 
 
@@ -78,7 +85,7 @@ def dispatch_phase(d: PhaseDispatch) -> None:
         child_batch_start_task.apply_async((d.phase_run_id,), **orchestration)
         return
     header = [
-        run_item_chunk_task.si(d.phase_run_id, start, end).set(**work)
+        run_item_chunk_task.si(d.phase_run_id, start, end, d.attempt).set(**work)
         for start, end in (d.chunks or chunk_bounds(d.items_total, d.chunk_size))
     ]
     body = phase_complete_task.si(d.phase_run_id).set(**orchestration)

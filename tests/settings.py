@@ -20,6 +20,9 @@ os.environ.setdefault("BOS_CONSUMER_GROUP", f"test-{_RUN}")
 os.environ.setdefault("BOS_HANDLER_MODULES", "tasks.handlers.essays,tests.support.handlers")
 # Priority batches get a queue of their own (tests/integration/test_routing.py).
 os.environ.setdefault("BOS_ROUTES", '[{"queue": "bos.priority", "min_priority": 8}]')
+# Breakers trip and probe quickly in tests.
+os.environ.setdefault("BOS_BREAKER_FAIL_MAX", "3")
+os.environ.setdefault("BOS_BREAKER_RESET_SECONDS", "2")
 # Compensations retry quickly in tests.
 os.environ.setdefault("BOS_COMPENSATION_BACKOFF_SECONDS", "0.1")
 # Test workers close connections after each task, so the test database can be dropped.

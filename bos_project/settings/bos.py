@@ -40,5 +40,15 @@ BOS_COMPENSATION_BACKOFF_SECONDS = env.float("BOS_COMPENSATION_BACKOFF_SECONDS",
 # batch stay accepted, before its missing work is sent again. Longer than any chunk runs.
 BOS_RECONCILE_INTERVAL_SECONDS = env.float("BOS_RECONCILE_INTERVAL_SECONDS", default=30.0)
 BOS_STALE_AFTER_SECONDS = env.float("BOS_STALE_AFTER_SECONDS", default=600.0)
+# Retries of items that failed transiently (a phase's `retry` may override them).
+BOS_RETRY_MAX_ATTEMPTS = positive_int("BOS_RETRY_MAX_ATTEMPTS", 3)
+BOS_RETRY_BASE_SECONDS = env.float("BOS_RETRY_BASE_SECONDS", default=1.0)
+BOS_RETRY_CAP_SECONDS = env.float("BOS_RETRY_CAP_SECONDS", default=60.0)
+BOS_RETRY_JITTER = env.float("BOS_RETRY_JITTER", default=0.5)
+# Extra error classification rules: {"exception type name": "transient" | ...}.
+BOS_ERROR_RULES = env.json("BOS_ERROR_RULES", default={})
+# Circuit breakers per downstream dependency.
+BOS_BREAKER_FAIL_MAX = positive_int("BOS_BREAKER_FAIL_MAX", 5)
+BOS_BREAKER_RESET_SECONDS = env.float("BOS_BREAKER_RESET_SECONDS", default=30.0)
 # Modules whose import registers phase handlers (see orchestrator.handlers).
 BOS_HANDLER_MODULES = env.list("BOS_HANDLER_MODULES", default=["tasks.handlers.essays"])

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from orchestrator.breakers import breaker_states
 from orchestrator.models import Batch, OutboxEvent, PhaseRun
 from orchestrator.states import BatchState
 
@@ -50,6 +51,21 @@ class DatabaseCollector:
             buckets.append(("+Inf", len(values)))
             durations.add_metric(list(labels), buckets, sum(values))
         yield durations
+
+        circuits = GaugeMetricFamily(
+            "bos_circuit_open",
+            "1 while a dependency's circuit breaker is open (or half-open: 0.5)",
+            labels=["dependency"],
+        )
+        failures = GaugeMetricFamily(
+            "bos_circuit_failures", "Consecutive failures counted", labels=["dependency"]
+        )
+        for circuit in breaker_states():
+            level = {"open": 1.0, "half-open": 0.5}.get(circuit["state"], 0.0)
+            circuits.add_metric([circuit["dependency"]], level)
+            failures.add_metric([circuit["dependency"]], float(circuit["failures"]))
+        yield circuits
+        yield failures
 
         backlog = GaugeMetricFamily("bos_outbox_unpublished", "Outbox events not yet published")
         backlog.add_metric([], OutboxEvent.objects.filter(published_at__isnull=True).count())

@@ -12,7 +12,7 @@ from django.db.models import Prefetch, QuerySet
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
-from rest_framework.decorators import action
+from rest_framework.decorators import action, api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -27,6 +27,7 @@ from orchestrator.api.serializers import (
     PipelineVersionOutSerializer,
     TransitionOutSerializer,
 )
+from orchestrator.breakers import breaker_states
 from orchestrator.errors import NotFound, PermissionDenied
 from orchestrator.models import Batch, PhaseRun, Pipeline, PipelineVersion
 from orchestrator.profiling import version_stats
@@ -142,6 +143,13 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return _graph_response(
             request, lambda as_mermaid: batch_graph(self.get_object(), as_mermaid=as_mermaid)
         )
+
+
+@extend_schema(responses={200: dict})
+@api_view(["GET"])
+def breakers_view(request: Request) -> Response:
+    """The circuit breaker of every downstream dependency: state, failures, time to probe."""
+    return Response({"results": breaker_states()})
 
 
 class PipelineViewSet(viewsets.ReadOnlyModelViewSet):

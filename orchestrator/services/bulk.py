@@ -24,12 +24,12 @@ def copy_items(*, batch_id: UUID, tenant_id: int, items: Iterable[dict[str, Any]
         connection.cursor() as cursor,
         cursor.cursor.copy(
             "COPY orchestrator_batchitem (batch_id, tenant_id, seq, key, payload, state, attempts,"
-            " failed_phase, last_error) FROM STDIN"
+            " failed_phase, last_error, error_class) FROM STDIN"
         ) as copy,
     ):
         for seq, item in enumerate(items):
             payload = json.dumps(payload_to_storage(item.get("payload")), separators=(",", ":"))
-            copy.write_row((batch_id, tenant_id, seq, item["key"], payload, ItemState.PENDING, 0, "", ""))
+            copy.write_row((batch_id, tenant_id, seq, item["key"], payload, ItemState.PENDING, 0, "", "", ""))
 
 
 def record_chunk_results(
@@ -39,8 +39,8 @@ def record_chunk_results(
     start: int,
     end: int,
     started_at: datetime,
-    rows: Sequence[tuple[int, bool, Any, str]],
-    failures: Sequence[tuple[int, str]],
+    rows: Sequence[tuple[int, bool, Any, str, str]],
+    failures: Sequence[tuple[int, str, str]],
     items: int,
     skipped: int,
     count_progress: bool,
@@ -66,23 +66,23 @@ def record_chunk_results(
         " ON CONFLICT (phase_run_id, start) DO NOTHING RETURNING id)"
     ]
     if rows:
-        values = ",".join(["(%s::bigint, %s::boolean, %s::jsonb, %s::text)"] * len(rows))
+        values = ",".join(["(%s::bigint, %s::boolean, %s::jsonb, %s::text, %s::text)"] * len(rows))
         parts.append(
             ", results AS (INSERT INTO orchestrator_itemresult"
-            " (item_id, phase_run_id, ok, output, error, created_at)"
-            " SELECT v.item_id, %s, v.ok, v.output, v.error, now()"
-            f" FROM (VALUES {values}) AS v(item_id, ok, output, error)"
+            " (item_id, phase_run_id, ok, output, error, error_class, created_at)"
+            " SELECT v.item_id, %s, v.ok, v.output, v.error, v.error_class, now()"
+            f" FROM (VALUES {values}) AS v(item_id, ok, output, error, error_class)"
             " WHERE EXISTS (SELECT 1 FROM claim))"
         )
         params.append(phase_run_id)
-        for item_id, ok, output, error in rows:
-            params += [item_id, ok, None if output is None else json.dumps(output), error]
+        for item_id, ok, output, error, error_class in rows:
+            params += [item_id, ok, None if output is None else json.dumps(output), error, error_class]
     if failures:
-        values = ",".join(["(%s::bigint, %s::text)"] * len(failures))
+        values = ",".join(["(%s::bigint, %s::text, %s::text)"] * len(failures))
         parts.append(
             ", failed AS (UPDATE orchestrator_batchitem AS i"
-            " SET state = %s, failed_phase = %s, last_error = f.error"
-            f" FROM (VALUES {values}) AS f(id, error)"
+            " SET state = %s, failed_phase = %s, last_error = f.error, error_class = f.error_class"
+            f" FROM (VALUES {values}) AS f(id, error, error_class)"
             " WHERE i.id = f.id AND EXISTS (SELECT 1 FROM claim))"
         )
         params += [ItemState.FAILED, phase]

@@ -16,6 +16,11 @@ from functools import lru_cache
 from typing import Any, Protocol
 from uuid import UUID
 
+import pybreaker
+from django.conf import settings
+
+from orchestrator.breakers import breaker, seconds_until_probe
+from orchestrator.classify import RETRYABLE, ErrorClass, classify
 from orchestrator.handlers import BatchContext, ItemContext, ItemFailed, get_handler
 from orchestrator.models import Batch, BatchItem, ItemResult, PhaseRun
 from orchestrator.payloads import payload_from_storage
@@ -61,15 +66,32 @@ def error_text(exc: BaseException) -> str:
 
 @dataclass
 class ChunkOutcome:
+    """What a chunk's handler calls gave. `results` rows: (item id, ok, output, error,
+    error class); `failures`: (item id, error, error class); `retryable`: the failures
+    whose class says trying again may help."""
+
     items: int = 0
     skipped: int = 0
-    results: list[tuple[int, bool, Any, str]] = field(default_factory=list)
-    failures: list[tuple[int, str]] = field(default_factory=list)
+    results: list[tuple[int, bool, Any, str, str]] = field(default_factory=list)
+    failures: list[tuple[int, str, str]] = field(default_factory=list)
+
+    @property
+    def retryable(self) -> list[tuple[int, str, str]]:
+        return [f for f in self.failures if f[2] in RETRYABLE]
 
     @property
     def summary(self) -> dict[str, int]:
         failed = len(self.failures)
         return {"succeeded": len(self.results) - failed, "failed": failed, "skipped": self.skipped}
+
+
+class DependencyOpen(Exception):
+    """The circuit breaker of a phase's dependency is open: wait, do not fail."""
+
+    def __init__(self, dependency: str, seconds: float) -> None:
+        super().__init__(f"the circuit breaker of {dependency} is open for {seconds:.0f} s more")
+        self.dependency = dependency
+        self.seconds = seconds
 
 
 ItemRow = tuple[int, str, Any, str]
@@ -104,6 +126,10 @@ def run_items(
         ).values_list("item_id", "phase_run__name", "output"):
             prior.setdefault(item_id, {})[phase_name] = output
 
+    dependency = handler.dependency
+    cb = breaker(dependency) if dependency else None
+    if dependency and (wait := seconds_until_probe(dependency)) > 0:
+        raise DependencyOpen(dependency, wait)
     outcome = ChunkOutcome(items=len(items))
     for item_id, key, payload, state in items:
         if state == ItemState.FAILED:
@@ -117,17 +143,22 @@ def run_items(
             results=prior.get(item_id, {}),
         )
         try:
-            output = dict(handler.func(ctx))
+            output = dict(cb.call(handler.func, ctx) if cb is not None else handler.func(ctx))
+        except pybreaker.CircuitBreakerError as exc:
+            # It opened during this chunk: the whole chunk waits for the probe.
+            assert dependency is not None
+            raise DependencyOpen(dependency, seconds_until_probe(dependency)) from exc
         except ItemFailed as exc:
-            error = str(exc)[:MAX_ERROR]
+            error, error_class = str(exc)[:MAX_ERROR], ErrorClass.BAD_INPUT
         except Exception as exc:  # noqa: BLE001 - a handler bug fails the item, not the phase
-            logger.warning("item %s failed in %s: %s", key, phase.name, exc, exc_info=True)
+            error_class = classify(exc, settings.BOS_ERROR_RULES)
+            logger.warning("item %s failed in %s (%s): %s", key, phase.name, error_class, exc)
             error = error_text(exc)
         else:
-            outcome.results.append((item_id, True, output, ""))
+            outcome.results.append((item_id, True, output, "", ""))
             continue
-        outcome.results.append((item_id, False, None, error))
-        outcome.failures.append((item_id, error))
+        outcome.results.append((item_id, False, None, error, error_class))
+        outcome.failures.append((item_id, error, error_class))
     return outcome
 
 

@@ -3,18 +3,23 @@ phase, and recording a phase's success or failure (which moves the batch on)."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Count, F, Sum
 from django.utils import timezone
 
+from orchestrator.classify import backoff_delay
 from orchestrator.models import Batch, ChunkRun, PhaseRun
+from orchestrator.selectors import pipeline_plan
 from orchestrator.services.events import emit, outbox_event
 from orchestrator.services.execution import (
     MAX_ERROR,
+    DependencyOpen,
     PhaseRef,
     batch_facts,
     record_chunk,
@@ -34,21 +39,69 @@ def _running_phase(phase_run_id: int) -> tuple[Batch, PhaseRef] | None:
     return batch_facts(batch_id), PhaseRef(id=phase_run_id, name=name, handler=handler)
 
 
-def phase_chunk_run(*, phase_run_id: int, start: int, end: int) -> dict[str, int]:
+class RetryChunk(Exception):
+    """Try the chunk again in `delay` seconds: items failed transiently, or the breaker
+    of its dependency is open (`attempt_used` False: waiting is not an attempt)."""
+
+    def __init__(self, delay: float, reason: str, *, attempt_used: bool, waiting_on: str = "") -> None:
+        super().__init__(reason)
+        self.delay, self.reason, self.attempt_used, self.waiting_on = delay, reason, attempt_used, waiting_on
+
+
+def retry_policy(spec_retry: Mapping[str, Any]) -> dict[str, float]:
+    return {
+        "max_attempts": spec_retry.get("max_attempts", settings.BOS_RETRY_MAX_ATTEMPTS),
+        "base": spec_retry.get("base", settings.BOS_RETRY_BASE_SECONDS),
+        "cap": spec_retry.get("cap", settings.BOS_RETRY_CAP_SECONDS),
+        "jitter": spec_retry.get("jitter", settings.BOS_RETRY_JITTER),
+    }
+
+
+def phase_chunk_run(*, phase_run_id: int, start: int, end: int, attempt: int = 1) -> dict[str, int]:
     """Run a per-item phase's handler over items [start, end) and record the results.
 
-    Delivered twice, it records nothing the second time; for a phase that is no longer
-    running (the batch was cancelled) it does nothing.
+    Items that failed transiently (transient, timeout, dependency unavailable) make the
+    whole chunk try again later, with exponential backoff and jitter, up to the phase's
+    `max_attempts`; then they are recorded as failed with their class. While the breaker
+    of the handler's dependency is open the chunk waits, recording nothing. Delivered
+    twice, it records nothing the second time; for a phase that is no longer running
+    (the batch was cancelled) it does nothing.
     """
     started_at = timezone.now()
     running = _running_phase(phase_run_id)
     if running is None:
         return {"succeeded": 0, "failed": 0, "skipped": 0, "stale": 1}
     batch, phase = running
-    outcome = run_items(batch=batch, phase=phase, start=start, end=end)
+    try:
+        outcome = run_items(batch=batch, phase=phase, start=start, end=end)
+    except DependencyOpen as exc:
+        raise RetryChunk(
+            max(exc.seconds, 1.0), str(exc), attempt_used=False, waiting_on=exc.dependency
+        ) from exc
+    policy = retry_policy(pipeline_plan(batch.pipeline_version).phase(phase.name).retry)
+    if outcome.retryable and attempt < policy["max_attempts"]:
+        delay = backoff_delay(
+            attempt, base=policy["base"], cap=policy["cap"], jitter=policy["jitter"], rand=random.random()
+        )
+        first = outcome.retryable[0]
+        raise RetryChunk(
+            delay,
+            f"{len(outcome.retryable)} item(s) failed ({first[2]}): {first[1][:200]}",
+            attempt_used=True,
+        )
     if not record_chunk(phase=phase, start=start, end=end, outcome=outcome, started_at=started_at):
         return {**outcome.summary, "duplicate": 1}
     return outcome.summary
+
+
+def phase_retry_noted(*, phase_run_id: int, delay: float, reason: str, waiting_on: str = "") -> None:
+    """Make a chunk's coming retry visible on its phase (API, admin)."""
+    PhaseRun.objects.filter(id=phase_run_id).update(
+        retries=F("retries") + 1,
+        next_retry_at=timezone.now() + timedelta(seconds=delay),
+        waiting_on=waiting_on,
+        error=reason[:2000],
+    )
 
 
 def phase_batch_run(*, phase_run_id: int, inline: bool = False) -> None:
@@ -90,13 +143,29 @@ def phase_complete(
         if phase.state != PhaseState.RUNNING:
             return
         if phase.mode == "per_item":
-            totals = ChunkRun.objects.filter(phase_run_id=phase.id).aggregate(failed=Sum("failed"))
+            totals = ChunkRun.objects.filter(phase_run_id=phase.id).aggregate(
+                failed=Sum("failed"), chunks=Count("id")
+            )
+            if totals["chunks"] < phase.chunks_total:
+                # An early or duplicate callback (a re-sent chord): the rest is still coming.
+                return
             phase.items_failed = totals["failed"] or 0
         phase.state = PhaseState.SUCCEEDED
         phase.finished_at = now
+        phase.next_retry_at, phase.waiting_on = None, ""
         phase.work_started_at = phase.work_started_at or work_started_at
         phase.output = dict(output) if output is not None else None
-        phase.save(update_fields=["state", "finished_at", "work_started_at", "output", "items_failed"])
+        phase.save(
+            update_fields=[
+                "state",
+                "finished_at",
+                "work_started_at",
+                "output",
+                "items_failed",
+                "next_retry_at",
+                "waiting_on",
+            ]
+        )
         events = [
             outbox_event(
                 batch=batch,

@@ -23,7 +23,14 @@ from orchestrator.models import Batch, BatchItem, OutboxEvent, PhaseRun, StateTr
 from orchestrator.pipelines import PipelinePlan
 from orchestrator.selectors import pipeline_plan
 from orchestrator.services.events import ORCHESTRATOR, outbox_event, transition
-from orchestrator.services.execution import ItemRow, load_items, record_chunk, run_batch_handler, run_items
+from orchestrator.services.execution import (
+    DependencyOpen,
+    ItemRow,
+    load_items,
+    record_chunk,
+    run_batch_handler,
+    run_items,
+)
 from orchestrator.states import BatchState, ItemState, PhaseState, batch_outcome, next_phases
 from orchestrator.workflows import PhaseDispatch, dispatch_phase, enqueue_orchestration
 
@@ -72,10 +79,19 @@ def advance(
         if not here:
             break
         items = load_items(batch.id, 0, batch.items_total) if items is None else items
+        fallback = []
         for phase in here:
-            events.append(_run_phase_inline(batch, phase, items))
+            event = _run_phase_inline(batch, phase, items)
+            if event is None:
+                fallback.append(phase)  # stays running; its tasks will retry it
+                continue
+            events.append(event)
             # One save per phase: bulk_update's CASE expressions cost more to build.
             phase.save(update_fields=INLINE_FIELDS)
+        if fallback:
+            # The inline run was their first try: their tasks go on from the second.
+            PhaseRun.objects.filter(id__in=[p.id for p in fallback]).update(retries=F("retries") + 1)
+            _dispatch(batch, fallback, attempt=2)
         now = timezone.now()
     items_failed = BatchItem.objects.filter(batch_id=batch.id, state=ItemState.FAILED).count()
     outcome = batch_outcome({p.name: PhaseState(p.state) for p in phases}, items_failed)
@@ -177,17 +193,24 @@ INLINE_FIELDS = [
 ]
 
 
-def _run_phase_inline(batch: Batch, phase: PhaseRun, items: list[ItemRow]) -> OutboxEvent:
+def _run_phase_inline(batch: Batch, phase: PhaseRun, items: list[ItemRow]) -> OutboxEvent | None:
     """Run a whole phase in this transaction; its outcome is set on `phase`, unsaved.
 
     `items` are the batch's items, loaded once for the whole inline run; the states of
-    those this phase fails are updated in it, so later phases skip them.
+    those this phase fails are updated in it, so later phases skip them. Returns None,
+    recording nothing, when items failed transiently or the dependency's breaker is
+    open: the phase is then dispatched, so its chunk task retries with backoff.
     """
     started = phase.work_started_at = timezone.now()
     output: dict[str, Any] | None = None
     error: str | None = None
     if phase.mode == "per_item":
-        outcome = run_items(batch=batch, phase=phase, start=0, end=batch.items_total, items=items)
+        try:
+            outcome = run_items(batch=batch, phase=phase, start=0, end=batch.items_total, items=items)
+        except DependencyOpen:
+            return None
+        if outcome.retryable:
+            return None
         record_chunk(
             phase=phase,
             start=0,
@@ -196,7 +219,7 @@ def _run_phase_inline(batch: Batch, phase: PhaseRun, items: list[ItemRow]) -> Ou
             started_at=started,
             count_progress=False,
         )
-        failed = {item_id for item_id, _ in outcome.failures}
+        failed = {item_id for item_id, _, _ in outcome.failures}
         items[:] = [(i, k, p, ItemState.FAILED if i in failed else s) for i, k, p, s in items]
         phase.items_done, phase.items_failed = outcome.items, len(outcome.failures)
         phase.chunks_done = phase.chunks_total = 1
@@ -267,8 +290,8 @@ def notify_parent(child: Batch) -> None:
     enqueue_orchestration(child_batch_finished_task, (str(child.id),), child)
 
 
-def _dispatch(batch: Batch, phases: list[PhaseRun]) -> None:
-    dispatch = [PhaseDispatch.of(batch, p) for p in phases]
+def _dispatch(batch: Batch, phases: list[PhaseRun], attempt: int = 1) -> None:
+    dispatch = [PhaseDispatch.of(batch, p, attempt=attempt) for p in phases]
     transaction.on_commit(partial(_enqueue_phases, dispatch))
 
 

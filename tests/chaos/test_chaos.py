@@ -379,3 +379,61 @@ def test_postgres_cut_for_15_seconds_mid_batch_recovers_by_itself(capsys: pytest
     print(
         f"\npostgres cut 15 s: 500 items, 0 lost, 0 duplicated, recovered in {time.monotonic() - started:.1f} s"
     )
+
+
+@pytest.mark.usefixtures("celery_worker", "transactional_db")
+def test_a_dependency_down_for_a_while_opens_its_breaker_and_work_waits_then_completes(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rest_framework.test import APIClient
+
+    from orchestrator.breakers import NAMESPACE, breaker_states
+    from orchestrator.models import PhaseRun
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter(f"{NAMESPACE}:test-scoring:*"):
+        client.delete(key)
+    publish_test_pipeline(
+        "scored",
+        [
+            {
+                "name": "score",
+                "handler": "test.scoring",
+                "mode": "per_item",
+                "chunk_size": 10,
+                "retry": {"max_attempts": 20, "base": 0.2, "cap": 1},
+            }
+        ],
+    )
+    gate = tmp_path / "down"
+    gate.touch()
+    items = [{"key": f"i{n}", "payload": {}} for n in range(100)]
+    batch = batch_create(
+        request=batch_request(pipeline="scored", items=items, metadata={"gate": str(gate)}), actor="t"
+    ).batch
+
+    def breaker_open() -> bool:
+        return any(s["dependency"] == "test-scoring" and s["state"] == "open" for s in breaker_states())
+
+    wait_for(breaker_open, timeout=60, what="the breaker to open")
+    phase = wait_for(
+        lambda: PhaseRun.objects.filter(batch=batch, waiting_on="test-scoring").first(), what="work to wait"
+    )
+    assert (
+        phase.state == "running" and Batch.objects.get(id=batch.id).state == "running"
+    )  # waiting, not failed
+    metrics = APIClient().get("/metrics").content.decode()
+    assert 'bos_circuit_open{dependency="test-scoring"} 1.0' in metrics
+
+    time.sleep(3)
+    gate.unlink()  # the service is back: the next probe closes the breaker
+    started = time.monotonic()
+    wait_for(lambda: Batch.objects.get(id=batch.id).is_terminal, timeout=120, what="the batch to end")
+    done = Batch.objects.get(id=batch.id)
+    assert done.state == "completed", done.error
+    assert done.items_succeeded == 100
+    assert not breaker_open()
+    assert_consistent(capsys)
+    print(
+        f"\ndependency down: 100 items, 0 lost, 0 failed, breaker opened, recovered in {time.monotonic() - started:.1f} s"
+    )

@@ -256,3 +256,12 @@ def test_the_admin_shows_a_batch_with_its_graph_phases_and_history(admin_client:
     assert "<svg" in html and "spellcheck" in html and "pipeline planned" in html
     assert admin_client.get("/admin/orchestrator/batch/").status_code == 200
     assert admin_client.get("/admin/orchestrator/pipelineversion/").status_code == 200
+
+
+def test_breakers_are_listed_in_the_api() -> None:
+    from orchestrator.breakers import breaker
+
+    breaker("api-listed").close()
+    api = client_for("viewer", "acme", "viewer")
+    found = {b["dependency"]: b for b in api.get("/api/v1/breakers/").json()["results"]}
+    assert found["api-listed"]["state"] == "closed"

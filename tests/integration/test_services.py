@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from orchestrator.models import Batch, ChunkRun, ItemResult, PhaseRun
+from orchestrator.pipelines import chunk_bounds
 from orchestrator.services.batches import batch_cancel, batch_create
 from orchestrator.services.phases import phase_chunk_run, phase_complete
 from orchestrator.states import PhaseState
@@ -54,10 +55,17 @@ def test_chunk_round_trips_do_not_grow_with_items() -> None:
     assert counts[1] <= 8
 
 
+def run_all_chunks(phase: PhaseRun) -> None:
+    phase.refresh_from_db()
+    for start, end in chunk_bounds(phase.items_total, phase.chunk_size):
+        phase_chunk_run(phase_run_id=phase.id, start=start, end=end)
+
+
 def test_phase_completion_round_trips_do_not_grow_with_items(django_assert_max_num_queries: Any) -> None:
     for n in (5, 500):
         batch = new_batch(n)
         phase = running_phase(batch, "validate")
+        run_all_chunks(phase)
         with django_assert_max_num_queries(14):
             phase_complete(phase_run_id=phase.id)
         phase.refresh_from_db()
@@ -67,12 +75,21 @@ def test_phase_completion_round_trips_do_not_grow_with_items(django_assert_max_n
 def test_completion_delivered_twice_does_nothing_the_second_time() -> None:
     batch = new_batch(3)
     phase = running_phase(batch, "validate")
+    run_all_chunks(phase)
     phase_complete(phase_run_id=phase.id)
     events = batch.outbox.count()
     phase_complete(phase_run_id=phase.id)
     assert batch.outbox.count() == events
     started = PhaseRun.objects.filter(batch=batch, state="running").values_list("name", flat=True)
     assert sorted(started) == ["spellcheck", "text_stats"]
+
+
+def test_an_early_callback_does_not_complete_a_phase_with_chunks_missing() -> None:
+    batch = new_batch(250)
+    phase = running_phase(batch, "validate")
+    phase_chunk_run(phase_run_id=phase.id, start=0, end=100)
+    phase_complete(phase_run_id=phase.id)
+    assert PhaseRun.objects.get(id=phase.id).state == "running"
 
 
 def test_chunks_of_a_cancelled_batch_record_nothing() -> None:

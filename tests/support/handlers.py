@@ -6,7 +6,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.handlers import BatchContext, ItemContext, ItemFailed, batch_handler, item_handler
+from orchestrator.handlers import (
+    BatchContext,
+    DependencyUnavailable,
+    ItemContext,
+    ItemFailed,
+    TransientError,
+    batch_handler,
+    item_handler,
+)
 
 
 @item_handler("test.echo")
@@ -51,3 +59,32 @@ def undo_gated(ctx: BatchContext) -> dict[str, Any]:
     if Path(ctx.metadata["undo_gate"]).exists():
         raise RuntimeError("cannot undo yet")
     return {"undone": True}
+
+
+def _attempt(ctx: ItemContext) -> int:
+    """How many times this item has been tried in this test run (counted in Redis)."""
+    import redis
+    from django.conf import settings
+
+    key = f"bos:test:attempts:{ctx.metadata['run']}:{ctx.key}"
+    return int(redis.Redis.from_url(settings.REDIS_URL).incr(key))
+
+
+@item_handler("test.flaky")
+def flaky(ctx: ItemContext) -> dict[str, Any]:
+    """Fails transiently the first `fail_times` tries of each item (metadata), then works;
+    an item whose payload says `bad` is bad input; `always` always fails transiently."""
+    if ctx.payload.get("bad"):
+        raise ItemFailed("this item is malformed")
+    attempt = _attempt(ctx)
+    if ctx.payload.get("always") or attempt <= int(ctx.metadata.get("fail_times", 0)):
+        raise TransientError(f"try {attempt} failed")
+    return {"attempt": attempt}
+
+
+@item_handler("test.scoring", dependency="test-scoring")
+def scoring(ctx: ItemContext) -> dict[str, Any]:
+    """Calls a 'scoring service' that is down while the metadata's `gate` file exists."""
+    if Path(ctx.metadata["gate"]).exists():
+        raise DependencyUnavailable("test-scoring", "connection refused")
+    return {"score": len(ctx.key)}
