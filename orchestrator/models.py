@@ -337,3 +337,79 @@ class OutboxEvent(models.Model):
         indexes = [
             models.Index(fields=["id"], name="outbox_unpublished", condition=Q(published_at__isnull=True)),
         ]
+
+
+class ErrorFingerprint(models.Model):
+    """A kind of failure: error type + normalized message + pipeline + phase, per tenant."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    fingerprint = models.CharField(max_length=64)
+    error_type = models.CharField(max_length=200)
+    error_class = models.CharField(max_length=32, blank=True)
+    message = models.TextField()  # normalized: numbers, ids, quoted values replaced
+    pipeline = models.CharField(max_length=100)
+    phase = models.CharField(max_length=64)
+    sample = models.TextField(blank=True)  # one real error text
+    sample_batch = models.ForeignKey(
+        Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    count = models.PositiveBigIntegerField(default=0)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "fingerprint"], name="errorfingerprint_unique"),
+        ]
+        indexes = [models.Index(fields=["-last_seen"], name="errorfingerprint_recent")]
+
+
+class ErrorCount(models.Model):
+    """Occurrences of a fingerprint per hour: its trend."""
+
+    fingerprint = models.ForeignKey(ErrorFingerprint, on_delete=models.CASCADE, related_name="counts")
+    hour = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["fingerprint", "hour"], name="errorcount_unique")]
+
+
+class Alert(models.Model):
+    """Something an operator should look at (a new error pattern, a rising error rate, ...)."""
+
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=64)
+    fingerprint = models.ForeignKey(
+        ErrorFingerprint, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    message = models.TextField()
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["-created_at"], name="alert_recent")]
+
+
+class AnalysisWatermark(models.Model):
+    """How far a background analysis has read (e.g. the last ItemResult id seen)."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    position = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class BatchSnapshot(models.Model):
+    """A periodic picture of a running batch: its state, phases and counts at a moment."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="snapshots")
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    taken_at = models.DateTimeField()
+    state = models.CharField(max_length=32)
+    transitions_count = models.PositiveIntegerField()
+    phases = models.JSONField()  # [{name, state, items_done, items_failed, chunks_done, attempts}]
+    items_failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["batch", "-taken_at"], name="snapshot_latest")]
