@@ -54,6 +54,10 @@ class PhaseRunInline(ReadOnlyInline):
         "started_at",
         "finished_at",
         "attempts",
+        "retries",
+        "next_retry_at",
+        "waiting_on",
+        "compensation_state",
         "error",
     ]
     ordering = ["position"]

@@ -62,6 +62,9 @@ class PhaseOutSerializer(serializers.ModelSerializer):
             "queue_wait_seconds",
             "items_per_second",
             "skip_reason",
+            "retries",
+            "next_retry_at",
+            "waiting_on",
             "compensation_state",
             "error",
         ]
@@ -123,7 +126,7 @@ class ItemOutSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = BatchItem
-        fields = ["seq", "key", "state", "attempts", "failed_phase", "last_error", "payload"]
+        fields = ["seq", "key", "state", "attempts", "failed_phase", "last_error", "error_class", "payload"]
 
     def get_payload(self, item: BatchItem) -> Any:
         return payload_from_storage(item.payload)
