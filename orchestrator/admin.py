@@ -16,7 +16,10 @@ from django.utils.safestring import mark_safe
 
 from orchestrator.errors import OrchestrationError
 from orchestrator.models import (
+    Alert,
     Batch,
+    BatchSnapshot,
+    ErrorFingerprint,
     Membership,
     OutboxEvent,
     PhaseRun,
@@ -61,6 +64,12 @@ class PhaseRunInline(ReadOnlyInline):
         "error",
     ]
     ordering = ["position"]
+
+
+class SnapshotInline(ReadOnlyInline):
+    model = BatchSnapshot
+    fields = ["taken_at", "state", "transitions_count", "items_failed", "phases"]
+    ordering = ["-taken_at"]
 
 
 class TransitionInline(ReadOnlyInline):
@@ -122,7 +131,7 @@ class BatchAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_filter = ["state", "tenant", "pipeline_version__pipeline"]
     search_fields = ["external_id", "id", "correlation_id"]
     date_hierarchy = "created_at"
-    inlines = [PhaseRunInline, TransitionInline]
+    inlines = [PhaseRunInline, TransitionInline, SnapshotInline]
     actions = [cancel_batches, retry_batches, rollback_batches]
     list_select_related = ["tenant", "pipeline_version__pipeline"]
     readonly_fields = ["graph", *[f.name for f in Batch._meta.fields]]
@@ -177,6 +186,30 @@ class OutboxEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["id", "event_type", "key", "created_at", "published_at", "attempts"]
     list_filter = ["event_type", "published_at"]
     readonly_fields = [f.name for f in OutboxEvent._meta.fields]
+
+
+@admin.register(ErrorFingerprint)
+class ErrorFingerprintAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = [
+        "error_type",
+        "error_class",
+        "message",
+        "pipeline",
+        "phase",
+        "count",
+        "last_seen",
+        "tenant",
+    ]
+    list_filter = ["error_class", "pipeline", "tenant"]
+    search_fields = ["message", "error_type", "fingerprint"]
+    readonly_fields = [f.name for f in ErrorFingerprint._meta.fields]
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["created_at", "kind", "message", "tenant", "acknowledged_at"]
+    list_filter = ["kind", "tenant"]
+    readonly_fields = [f.name for f in Alert._meta.fields]
 
 
 admin.site.register(Tenant)

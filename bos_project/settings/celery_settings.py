@@ -58,8 +58,16 @@ CELERY_TASK_ROUTES = {
     "tasks.orchestration.*": {"queue": QUEUE_ORCHESTRATION},
     "tasks.phases.run_item_chunk_task": {"queue": QUEUE_ITEMS},
     "tasks.phases.run_batch_phase_task": {"queue": QUEUE_BATCH},
+    # Error analysis may wait a few seconds for open writers: keep it off orchestration.
+    "tasks.analytics.*": {"queue": QUEUE_BATCH},
 }
-CELERY_IMPORTS = ["tasks.orchestration", "tasks.phases", "tasks.maintenance"]
+CELERY_IMPORTS = [
+    "tasks.orchestration",
+    "tasks.phases",
+    "tasks.maintenance",
+    "tasks.snapshots",
+    "tasks.analytics",
+]
 # Celery's Django fix-up closes the database connection around every task unless this
 # is set, so each task would pay for a new PostgreSQL connection. Reuse it for this many
 # tasks (Django's CONN_MAX_AGE and health checks still apply).
@@ -68,6 +76,16 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "reconcile": {
         "task": "tasks.maintenance.reconcile_task",
         "schedule": env.float("BOS_RECONCILE_INTERVAL_SECONDS", default=30.0),
+        "options": {"expires": 60},
+    },
+    "snapshots": {
+        "task": "tasks.snapshots.snapshot_task",
+        "schedule": env.float("BOS_SNAPSHOT_INTERVAL_SECONDS", default=60.0),
+        "options": {"expires": 60},
+    },
+    "analyze-errors": {
+        "task": "tasks.analytics.analyze_errors_task",
+        "schedule": env.float("BOS_ERROR_ANALYSIS_INTERVAL_SECONDS", default=60.0),
         "options": {"expires": 60},
     },
 }

@@ -10,12 +10,14 @@ from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpResponse
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from orchestrator.analytics import recent_alerts, top_errors
 from orchestrator.api.filters import BatchFilter
 from orchestrator.api.serializers import (
     ActionInSerializer,
@@ -28,7 +30,7 @@ from orchestrator.api.serializers import (
     TransitionOutSerializer,
 )
 from orchestrator.breakers import breaker_states
-from orchestrator.errors import NotFound, PermissionDenied
+from orchestrator.errors import InvalidRequest, NotFound, PermissionDenied
 from orchestrator.models import Batch, PhaseRun, Pipeline, PipelineVersion
 from orchestrator.profiling import version_stats
 from orchestrator.selectors import batch_graph, batches_for, tenant_ids_for, version_graph
@@ -143,6 +145,33 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return _graph_response(
             request, lambda as_mermaid: batch_graph(self.get_object(), as_mermaid=as_mermaid)
         )
+
+
+def _limit(request: Request, default: int, most: int) -> int:
+    try:
+        return max(1, min(int(request.query_params.get("limit", default)), most))
+    except ValueError as exc:
+        raise InvalidRequest("invalid_limit", "limit must be a number") from exc
+
+
+@extend_schema(responses={200: dict})
+@api_view(["GET"])
+def errors_view(request: Request) -> Response:
+    """Top error fingerprints of the caller's tenants, with their 24-hour trend."""
+    raw_since = request.query_params.get("since")
+    since = parse_datetime(raw_since) if raw_since else None
+    if raw_since and since is None:
+        raise InvalidRequest("invalid_since", "since must be an ISO 8601 date-time")
+    return Response(
+        {"results": top_errors(tenant_ids_for(request.user), since=since, limit=_limit(request, 20, 200))}
+    )
+
+
+@extend_schema(responses={200: dict})
+@api_view(["GET"])
+def alerts_view(request: Request) -> Response:
+    """Recent alerts (new error patterns, rising error rates) of the caller's tenants."""
+    return Response({"results": recent_alerts(tenant_ids_for(request.user), limit=_limit(request, 50, 500))})
 
 
 @extend_schema(responses={200: dict})

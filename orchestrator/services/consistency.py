@@ -16,7 +16,8 @@ from uuid import UUID
 from django.db.models import Count, Q
 
 from orchestrator.models import Batch, BatchItem, OutboxEvent, StateTransition
-from orchestrator.states import BatchState, ItemState, is_valid_path
+from orchestrator.services.state_migration import MIGRATION, effective_path, path_problem
+from orchestrator.states import BatchState, ItemState
 
 PAGE = 500
 # The event a transition into each state publishes (received shares batch.accepted's).
@@ -75,28 +76,30 @@ def _check_counts(page: list[UUID], batches: dict[UUID, Batch]) -> list[Problem]
 
 
 def _check_history(page: list[UUID], batches: dict[UUID, Batch]) -> list[Problem]:
-    rows: dict[UUID, list[tuple[int, str, str]]] = defaultdict(list)
-    for batch_id, seq, from_state, to_state in (
+    rows: dict[UUID, list[tuple[int, str, str, str]]] = defaultdict(list)
+    for batch_id, seq, from_state, to_state, actor in (
         StateTransition.objects.filter(batch_id__in=page)
         .order_by("batch_id", "seq")
-        .values_list("batch_id", "seq", "from_state", "to_state")
+        .values_list("batch_id", "seq", "from_state", "to_state", "actor")
     ):
-        rows[batch_id].append((seq, from_state, to_state))
+        rows[batch_id].append((seq, from_state, to_state, actor))
     events = Counter(OutboxEvent.objects.filter(batch_id__in=page).values_list("batch_id", "event_type"))
     problems = []
     for batch_id in page:
         history, batch = rows.get(batch_id, []), batches[batch_id]
-        if [seq for seq, _, _ in history] != list(range(1, len(history) + 1)):
+        if [seq for seq, *_ in history] != list(range(1, len(history) + 1)):
             problems.append(Problem(batch_id, "history", "transition numbers have a gap or a repeat"))
-        chain = [None] + [BatchState(to) for _, _, to in history]
         linked = all(history[i][1] == history[i - 1][2] for i in range(1, len(history)))
-        if not history or not linked or not is_valid_path(chain):
+        # A state-machine migration renames states in the history (bos_migrate_states).
+        path, _ = effective_path([(f, t, actor) for _, f, t, actor in history])
+        detail = path_problem(path, batch.state)
+        if not linked:
             problems.append(Problem(batch_id, "history", "transitions do not form an allowed path"))
-        elif history[-1][2] != batch.state:
-            problems.append(
-                Problem(batch_id, "history", f"last transition is {history[-1][2]}, batch is {batch.state}")
-            )
-        wanted = Counter(EVENT_FOR_STATE[to] for _, _, to in history if to in EVENT_FOR_STATE)
+        elif detail is not None:
+            problems.append(Problem(batch_id, "history", detail))
+        wanted = Counter(
+            EVENT_FOR_STATE[to] for _, _, to, actor in history if to in EVENT_FOR_STATE and actor != MIGRATION
+        )
         for event_type, n in wanted.items():
             if events[(batch_id, event_type)] < n:
                 problems.append(

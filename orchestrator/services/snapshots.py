@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from django.db import transaction
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
@@ -90,8 +91,10 @@ def _ranked(queryset: Any) -> Any:
 def snapshot_running_batches(*, now: datetime | None = None, keep: int = KEEP) -> int:
     """Snapshot every non-terminal batch; keep the newest `keep` of each. Returns how many.
 
-    Four queries whatever the number of batches: read the batches, read their phases,
-    insert the snapshots, delete those beyond the newest `keep` per batch.
+    Four statements whatever the number of batches: read the batches, read their
+    phases, then in one transaction insert the snapshots and delete those beyond the
+    newest `keep` of each batch just snapshotted (a batch that ended keeps its last ones
+    until it is deleted).
     """
     if keep < 1:
         raise ValueError("keep must be at least 1")
@@ -105,23 +108,23 @@ def snapshot_running_batches(*, now: datetime | None = None, keep: int = KEEP) -
         return 0
     ids = [row[0] for row in batches]
     phases = _phases_of(ids)
-    BatchSnapshot.objects.bulk_create(
-        [
-            BatchSnapshot(
-                batch_id=batch_id,
-                tenant_id=tenant_id,
-                taken_at=now,
-                state=state,
-                transitions_count=transitions_count,
-                phases=phases.get(batch_id, []),
-                items_failed=items_failed,
-            )
-            for batch_id, tenant_id, state, transitions_count, items_failed in batches
-        ]
-    )
+    snapshots = [
+        BatchSnapshot(
+            batch_id=batch_id,
+            tenant_id=tenant_id,
+            taken_at=now,
+            state=state,
+            transitions_count=transitions_count,
+            phases=phases.get(batch_id, []),
+            items_failed=items_failed,
+        )
+        for batch_id, tenant_id, state, transitions_count, items_failed in batches
+    ]
     beyond = _ranked(BatchSnapshot.objects.filter(batch_id__in=ids)).filter(rank__gt=keep).values("id")
-    # No signals or cascades hang on snapshots: Django deletes them in one statement.
-    BatchSnapshot.objects.filter(id__in=beyond).delete()
+    with transaction.atomic():
+        BatchSnapshot.objects.bulk_create(snapshots)
+        # No signals or cascades hang on snapshots: Django deletes them in one statement.
+        BatchSnapshot.objects.filter(id__in=beyond).delete()
     return len(batches)
 
 

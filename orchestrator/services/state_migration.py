@@ -307,7 +307,9 @@ def path_problem(path: list[str], state: str) -> str | None:
         return f"not a state of the current machine: {', '.join(unknown)}"
     chain: list[BatchState | None] = [None, *(BatchState(s) for s in path)]
     if not is_valid_path(chain):
-        a, b = next((a, b) for a, b in zip(chain, chain[1:], strict=False) if b is None or not can_transition(a, b))
+        a, b = next(
+            (a, b) for a, b in zip(chain, chain[1:], strict=False) if b is None or not can_transition(a, b)
+        )
         return f"{a or '∅'} → {b} is not an allowed transition"
     if path[-1] != state:
         return f"history ends in {path[-1]}, the batch is {state}"

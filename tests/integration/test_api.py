@@ -265,3 +265,25 @@ def test_breakers_are_listed_in_the_api() -> None:
     api = client_for("viewer", "acme", "viewer")
     found = {b["dependency"]: b for b in api.get("/api/v1/breakers/").json()["results"]}
     assert found["api-listed"]["state"] == "closed"
+
+
+@pytest.mark.usefixtures("held_batches")
+def test_errors_and_alerts_are_listed_for_the_callers_tenants_only() -> None:
+    from orchestrator.analytics import analyze_errors
+    from orchestrator.models import PhaseRun
+    from orchestrator.services.phases import phase_chunk_run
+
+    batch = batch_create(
+        request=batch_request(tenant="acme", items=essay_items(5, bad={0, 1})), actor="t"
+    ).batch
+    PhaseRun.objects.filter(batch=batch, name="validate").update(state="running")
+    phase_chunk_run(phase_run_id=PhaseRun.objects.get(batch=batch, name="validate").id, start=0, end=5)
+    analyze_errors()
+
+    mine = client_for("viewer", "acme", "viewer")
+    errors = mine.get("/api/v1/errors/").json()["results"]
+    assert errors and errors[0]["count"] == 2 and len(errors[0]["trend"]) == 24
+    assert mine.get("/api/v1/alerts/").json()["results"][0]["kind"] == "new_error_pattern"
+    theirs = client_for("other", "globex", "viewer")
+    assert theirs.get("/api/v1/errors/").json()["results"] == []
+    assert mine.get("/api/v1/errors/?since=yesterday").status_code == 400

@@ -64,7 +64,9 @@ class Command(BaseCommand):
         parser.add_argument("--page", type=int, default=500, help="rows per transaction (default 500)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        console = Console(file=cast(IO[str], self.stdout._out))  # the stream behind Django's wrapper
+        stream = cast(IO[str], self.stdout._out)  # the stream behind Django's wrapper
+        # Piped or captured: wide enough that ids and flags are never cut.
+        console = Console(file=stream, width=None if stream.isatty() else 160, highlight=False)
         if not options["maps"] and not options["validate"]:
             raise CommandError("give --map OLD=NEW (repeatable), or --validate")
         if options["page"] < 1:
@@ -94,7 +96,12 @@ class Command(BaseCommand):
             return
         verb = "to move" if execute else "would move (dry run)"
         table = Table(title=f"{plan.total} {noun} {verb}")
-        for column in ("old state", "new state", plan.state_field + "s", "sample"):
+        for column in (
+            "old state",
+            "new state",
+            "batches" if plan.state_field == "batch" else "phases",
+            "sample",
+        ):
             table.add_column(column)
         for old, new in plan.mapping.items():
             table.add_row(old, new, str(plan.counts[old]), "\n".join(plan.samples[old]))
@@ -130,7 +137,9 @@ class Command(BaseCommand):
     def _validate(self, console: Console, pending: dict[str, str] | None, page: int) -> None:
         with _progress(console) as progress:
             task = progress.add_task("validating histories", total=None)
-            report = validate_histories(mapping=pending, page=page, progress=lambda n: progress.advance(task, n))
+            report = validate_histories(
+                mapping=pending, page=page, progress=lambda n: progress.advance(task, n)
+            )
         preview = f" (as after {', '.join(f'{a}={b}' for a, b in pending.items())})" if pending else ""
         if not report.problems:
             console.print(

@@ -88,7 +88,9 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=100, help="rows to list (default 100)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        console = Console(file=cast(IO[str], self.stdout._out))  # the stream behind Django's wrapper
+        stream = cast(IO[str], self.stdout._out)  # the stream behind Django's wrapper
+        # Piped or captured: wide enough that ids and flags are never cut.
+        console = Console(file=stream, width=None if stream.isatty() else 160, highlight=False)
         if options["snapshots"] < 2:
             raise CommandError("--snapshots must be at least 2")
         if not options["no_take"]:
@@ -127,8 +129,8 @@ class Command(BaseCommand):
                 f"{batch.tenant.slug}:{batch.external_id}",
                 f"{version.pipeline.name} v{version.version}",
                 batch.state,
-                str(batch.taken),  # type: ignore[attr-defined]
-                _age(batch.latest, now),  # type: ignore[attr-defined]
+                str(batch.taken),
+                _age(batch.latest, now),
                 "STALLED" if batch.id in stalled else "",
             )
         console.print(table)

@@ -1,0 +1,16 @@
+"""Scheduled error analytics (Celery beat, every minute): fingerprints, counts and alerts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from orchestrator.analytics import analyze_errors
+from tasks.orchestration import RetryingTask
+
+
+@shared_task(name="tasks.analytics.analyze_errors_task", base=RetryingTask)
+def analyze_errors_task() -> dict[str, Any]:
+    """Count the failures recorded since the last run and raise the alerts they call for."""
+    return analyze_errors().as_dict()
