@@ -60,10 +60,8 @@ def assert_consistent(capsys: pytest.CaptureFixture[str]) -> None:
     assert "consistent" in capsys.readouterr().out
 
 
-@pytest.mark.usefixtures("celery_worker", "transactional_db")
-def test_a_worker_killed_mid_phase_loses_no_item_and_records_none_twice(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def start_chaos_batch(size: int, *, started_chunks: int) -> Batch:
+    """A batch of `size` items in chunks of 10 (0.5 s each), once `started_chunks` are done."""
     publish_test_pipeline(
         "chaos",
         [
@@ -77,37 +75,57 @@ def test_a_worker_killed_mid_phase_loses_no_item_and_records_none_twice(
             {"name": "count", "handler": "test.count", "mode": "per_batch", "after": ["work"]},
         ],
     )
+    items = [{"key": f"i{n}", "payload": {}} for n in range(size)]
+    batch = batch_create(request=batch_request(pipeline="chaos", items=items), actor="test").batch
+    wait_for(
+        lambda: ChunkRun.objects.filter(phase_run__batch=batch).count() >= started_chunks,
+        timeout=60,
+        what="work to start",
+    )
+    return batch
+
+
+def recover(batch: Batch, *, stale_after: float, timeout: float, what: str) -> float:
+    """Run the reconciler until the batch ends (as beat would, faster); seconds it took."""
+    started = time.monotonic()
+
+    def done() -> bool:
+        try:
+            reconcile(stale_after=stale_after)
+        except Exception:  # noqa: BLE001 - a service may still be settling; try again next round
+            return False
+        return Batch.objects.get(id=batch.id).is_terminal
+
+    wait_for(done, timeout=timeout, interval=1, what=what)
+    return time.monotonic() - started
+
+
+def assert_nothing_lost(batch: Batch, size: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """Completed, every item recorded once per phase, one completion event, bos_check clean."""
+    batch = Batch.objects.get(id=batch.id)
+    assert batch.state == "completed", batch.error
+    assert (batch.items_succeeded, batch.items_failed) == (size, 0)
+    assert ItemResult.objects.filter(phase_run__batch=batch, phase_run__name="work").count() == size
+    assert ChunkRun.objects.filter(phase_run__batch=batch).count() == size // 10
+    assert batch.phases.get(name="count").output == {"items": size}
+    assert OutboxEvent.objects.filter(batch=batch, event_type="batch.completed").count() == 1
+    assert_consistent(capsys)
+
+
+@pytest.mark.usefixtures("celery_worker", "transactional_db")
+def test_a_worker_killed_mid_phase_loses_no_item_and_records_none_twice(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     victim = spawn(
         ["-m", "celery", "-A", "bos_project", "worker", "-c", "2", "-n", f"victim-{uuid.uuid4().hex[:6]}@%h"]
     )
     try:
         time.sleep(4)  # the victim is up and taking tasks
-        items = [{"key": f"i{n}", "payload": {}} for n in range(600)]
-        batch = batch_create(request=batch_request(pipeline="chaos", items=items), actor="test").batch
-        wait_for(
-            lambda: ChunkRun.objects.filter(phase_run__batch=batch).count() >= 6,
-            timeout=60,
-            what="work to start",
-        )
+        batch = start_chaos_batch(600, started_chunks=6)
     finally:
         kill_group(victim)  # kill -9, with the tasks it holds
-
-    started = time.monotonic()
-
-    def done() -> bool:
-        reconcile(stale_after=3)
-        return Batch.objects.get(id=batch.id).is_terminal
-
-    wait_for(done, timeout=120, interval=1, what="the batch to end after the kill")
-    recovered_in = time.monotonic() - started
-    batch = Batch.objects.get(id=batch.id)
-    assert batch.state == "completed", batch.error
-    assert (batch.items_succeeded, batch.items_failed) == (600, 0)
-    assert ItemResult.objects.filter(phase_run__batch=batch, phase_run__name="work").count() == 600
-    assert ChunkRun.objects.filter(phase_run__batch=batch).count() == 60
-    assert batch.phases.get(name="count").output == {"items": 600}
-    assert OutboxEvent.objects.filter(batch=batch, event_type="batch.completed").count() == 1
-    assert_consistent(capsys)
+    recovered_in = recover(batch, stale_after=3, timeout=120, what="the batch to end after the kill")
+    assert_nothing_lost(batch, 600, capsys)
     print(f"\nworker kill -9: 600 items, 0 lost, 0 duplicated, recovered in {recovered_in:.1f} s")
 
 
@@ -300,85 +318,25 @@ def test_poison_on_rest_is_refused_with_4xx_codes_and_nothing_stored() -> None:
 def test_a_redis_restart_mid_batch_loses_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     from tests.chaos.outages import restart_redis
 
-    publish_test_pipeline(
-        "chaos",
-        [
-            {
-                "name": "work",
-                "handler": "test.slow",
-                "mode": "per_item",
-                "chunk_size": 10,
-                "options": {"seconds": 0.05},
-            },
-            {"name": "count", "handler": "test.count", "mode": "per_batch", "after": ["work"]},
-        ],
-    )
-    items = [{"key": f"i{n}", "payload": {}} for n in range(500)]
-    batch = batch_create(request=batch_request(pipeline="chaos", items=items), actor="test").batch
-    wait_for(
-        lambda: ChunkRun.objects.filter(phase_run__batch=batch).count() >= 5, timeout=60, what="work to start"
-    )
-
+    batch = start_chaos_batch(500, started_chunks=5)
     restart_redis(down_for=3)  # queued tasks and chord counters are gone with it
-    started = time.monotonic()
-
-    def done() -> bool:
-        try:
-            reconcile(stale_after=3)
-        except Exception:  # noqa: BLE001 - Redis may still be settling; try again next round
-            return False
-        return Batch.objects.get(id=batch.id).is_terminal
-
-    wait_for(done, timeout=180, interval=1, what="the batch to end after the Redis restart")
-    batch = Batch.objects.get(id=batch.id)
-    assert batch.state == "completed", batch.error
-    assert ItemResult.objects.filter(phase_run__batch=batch, phase_run__name="work").count() == 500
-    assert ChunkRun.objects.filter(phase_run__batch=batch).count() == 50
-    assert_consistent(capsys)
-    print(
-        f"\nredis restart: 500 items, 0 lost, 0 duplicated, recovered in {time.monotonic() - started:.1f} s"
-    )
+    recovered_in = recover(batch, stale_after=3, timeout=180, what="the batch to end after the Redis restart")
+    assert_nothing_lost(batch, 500, capsys)
+    print(f"\nredis restart: 500 items, 0 lost, 0 duplicated, recovered in {recovered_in:.1f} s")
 
 
 @pytest.mark.usefixtures("celery_worker", "transactional_db")
 def test_postgres_cut_for_15_seconds_mid_batch_recovers_by_itself(capsys: pytest.CaptureFixture[str]) -> None:
     from tests.chaos.outages import cut_postgres
 
-    publish_test_pipeline(
-        "chaos",
-        [
-            {
-                "name": "work",
-                "handler": "test.slow",
-                "mode": "per_item",
-                "chunk_size": 10,
-                "options": {"seconds": 0.05},
-            },
-            {"name": "count", "handler": "test.count", "mode": "per_batch", "after": ["work"]},
-        ],
-    )
-    items = [{"key": f"i{n}", "payload": {}} for n in range(500)]
-    batch = batch_create(request=batch_request(pipeline="chaos", items=items), actor="test").batch
-    wait_for(
-        lambda: ChunkRun.objects.filter(phase_run__batch=batch).count() >= 5, timeout=60, what="work to start"
-    )
-
+    batch = start_chaos_batch(500, started_chunks=5)
     cut_postgres(down_for=15)  # tasks fail on the database and retry with backoff meanwhile
-    started = time.monotonic()
-
-    def done() -> bool:
-        reconcile(stale_after=20)  # only what the retries did not recover by themselves
-        return Batch.objects.get(id=batch.id).is_terminal
-
-    wait_for(done, timeout=240, interval=1, what="the batch to end after the database came back")
-    batch = Batch.objects.get(id=batch.id)
-    assert batch.state == "completed", batch.error
-    assert ItemResult.objects.filter(phase_run__batch=batch, phase_run__name="work").count() == 500
-    assert ChunkRun.objects.filter(phase_run__batch=batch).count() == 50
-    assert_consistent(capsys)
-    print(
-        f"\npostgres cut 15 s: 500 items, 0 lost, 0 duplicated, recovered in {time.monotonic() - started:.1f} s"
+    # The reconciler only for what the retries did not recover by themselves.
+    recovered_in = recover(
+        batch, stale_after=20, timeout=240, what="the batch to end after the database came back"
     )
+    assert_nothing_lost(batch, 500, capsys)
+    print(f"\npostgres cut 15 s: 500 items, 0 lost, 0 duplicated, recovered in {recovered_in:.1f} s")
 
 
 @pytest.mark.usefixtures("celery_worker", "transactional_db")
