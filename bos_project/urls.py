@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from orchestrator.admin import breakers_page
 from orchestrator.api.health import healthz, readyz
 from orchestrator.api.metrics import metrics
 
@@ -16,5 +17,6 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),
+    path("admin/bos/breakers/", admin.site.admin_view(breakers_page), name="admin-breakers"),
     path("admin/", admin.site.urls),
 ]

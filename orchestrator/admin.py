@@ -10,10 +10,12 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from orchestrator.breakers import breaker_states
 from orchestrator.errors import OrchestrationError
 from orchestrator.models import (
     Alert,
@@ -30,7 +32,7 @@ from orchestrator.models import (
 )
 from orchestrator.profiling import format_seconds, version_stats
 from orchestrator.selectors import batch_graph, version_graph
-from orchestrator.services.batches import batch_cancel, batch_retry
+from orchestrator.services.batches import batch_cancel, batch_retry, batch_retry_items
 from orchestrator.services.rollback import batch_rollback
 
 
@@ -104,6 +106,11 @@ def retry_batches(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Batc
     _run_action(modeladmin, request, queryset, batch_retry, "retried")
 
 
+@admin.action(description="Retry the failed items of selected batches")
+def retry_failed_items(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+    _run_action(modeladmin, request, queryset, batch_retry_items, "retrying failed items of")
+
+
 @admin.action(description="Roll back selected batches (run their compensations)")
 def rollback_batches(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
     _run_action(modeladmin, request, queryset, batch_rollback, "rolling back")
@@ -132,7 +139,7 @@ class BatchAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ["external_id", "id", "correlation_id"]
     date_hierarchy = "created_at"
     inlines = [PhaseRunInline, TransitionInline, SnapshotInline]
-    actions = [cancel_batches, retry_batches, rollback_batches]
+    actions = [cancel_batches, retry_batches, retry_failed_items, rollback_batches]
     list_select_related = ["tenant", "pipeline_version__pipeline"]
     readonly_fields = ["graph", *[f.name for f in Batch._meta.fields]]
 
@@ -214,3 +221,15 @@ class AlertAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 admin.site.register(Tenant)
 admin.site.register(Membership)
+
+
+def breakers_page(request: HttpRequest) -> HttpResponse:
+    """Admin page: every downstream dependency's circuit breaker."""
+    rows = [(b["dependency"], b["state"], b["failures"], b["opens_for_seconds"]) for b in breaker_states()]
+    body = format_html(
+        "<h1>Circuit breakers</h1><table><tr><th>dependency</th><th>state</th><th>failures in a row</th>"
+        "<th>seconds until the probe</th></tr>{}</table>",
+        format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+    )
+    context = {**admin.site.each_context(request), "title": "Circuit breakers", "content": body}
+    return TemplateResponse(request, "admin/bos_page.html", context)

@@ -413,3 +413,25 @@ class BatchSnapshot(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["batch", "-taken_at"], name="snapshot_latest")]
+
+
+class DeferredTask(models.Model):
+    """Work whose next try is further away than a broker countdown may safely wait (the
+    broker redelivers unacknowledged tasks after its visibility timeout): beat sends it
+    when it is due."""
+
+    class Kind(models.TextChoices):
+        CHUNK = "chunk"
+        BATCH_PHASE = "batch_phase"
+
+    phase_run = models.ForeignKey(PhaseRun, on_delete=models.CASCADE, related_name="deferred")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    start = models.PositiveIntegerField(default=0)
+    end = models.PositiveIntegerField(default=0)
+    attempt = models.PositiveIntegerField(default=1)
+    due_at = models.DateTimeField()
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["due_at"], name="deferredtask_due")]

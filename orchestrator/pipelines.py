@@ -41,10 +41,9 @@ class _RetryModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_attempts: int | None = Field(default=None, ge=1, le=50)
-    base: float | None = Field(default=None, gt=0, le=3600)
-    # Below the broker's redelivery window (an hour): a countdown longer than that could
-    # see the task redelivered while it waits.
-    cap: float | None = Field(default=None, gt=0, le=900)
+    base: float | None = Field(default=None, gt=0, le=86_400)
+    # Waits longer than BOS_MAX_COUNTDOWN_SECONDS are stored and sent by beat.
+    cap: float | None = Field(default=None, gt=0, le=86_400)
     jitter: float | None = Field(default=None, ge=0, le=1)
 
 

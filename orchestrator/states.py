@@ -72,7 +72,8 @@ BATCH_TRANSITIONS: Mapping[BatchState | None, frozenset[BatchState]] = {
     # A failed batch may be retried (its failed phases run again) or rolled back.
     BatchState.FAILED: frozenset({BatchState.RUNNING, BatchState.ROLLING_BACK}),
     BatchState.COMPLETED: frozenset({BatchState.ROLLING_BACK}),
-    BatchState.COMPLETED_WITH_ERRORS: frozenset({BatchState.ROLLING_BACK}),
+    # An operator may retry the failed items of a batch that completed with errors.
+    BatchState.COMPLETED_WITH_ERRORS: frozenset({BatchState.ROLLING_BACK, BatchState.RUNNING}),
     BatchState.CANCELLED: frozenset({BatchState.ROLLING_BACK}),
     BatchState.ROLLING_BACK: frozenset({BatchState.ROLLED_BACK, BatchState.ROLLBACK_FAILED}),
     BatchState.ROLLBACK_FAILED: frozenset({BatchState.ROLLING_BACK}),

@@ -79,7 +79,7 @@ def dispatch_phase(d: PhaseDispatch) -> None:
 
     work, orchestration = _options(d.work_queue), _options(d.orchestration_queue)
     if d.mode == "per_batch":
-        run_batch_phase_task.apply_async((d.phase_run_id,), **work)
+        run_batch_phase_task.apply_async((d.phase_run_id, d.attempt), **work)
         return
     if d.mode == "sub_pipeline":
         child_batch_start_task.apply_async((d.phase_run_id,), **orchestration)

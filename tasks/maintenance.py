@@ -1,9 +1,10 @@
-"""Scheduled upkeep (Celery beat): the reconciler."""
+"""Scheduled upkeep (Celery beat): the reconciler, and sending deferred work when due."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
+from orchestrator.services.deferred import dispatch_due
 from orchestrator.services.reconcile import reconcile
 from tasks.orchestration import RetryingTask
 
@@ -17,3 +18,8 @@ def reconcile_task() -> dict[str, object]:
         "phases_resent": len(report.phases_resent),
         "phases_completed": len(report.phases_completed),
     }
+
+
+@shared_task(name="tasks.maintenance.dispatch_deferred_task", base=RetryingTask)
+def dispatch_deferred_task() -> int:
+    return dispatch_due()

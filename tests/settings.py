@@ -23,6 +23,8 @@ os.environ.setdefault("BOS_ROUTES", '[{"queue": "bos.priority", "min_priority": 
 # Breakers trip and probe quickly in tests.
 os.environ.setdefault("BOS_BREAKER_FAIL_MAX", "3")
 os.environ.setdefault("BOS_BREAKER_RESET_SECONDS", "2")
+# Retries waiting longer than this are stored and sent by beat (test_retries.py).
+os.environ.setdefault("BOS_MAX_COUNTDOWN_SECONDS", "5")
 # Compensations retry quickly in tests.
 os.environ.setdefault("BOS_COMPENSATION_BACKOFF_SECONDS", "0.1")
 # Test workers close connections after each task, so the test database can be dropped.

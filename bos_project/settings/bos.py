@@ -45,6 +45,9 @@ BOS_RETRY_MAX_ATTEMPTS = positive_int("BOS_RETRY_MAX_ATTEMPTS", 3)
 BOS_RETRY_BASE_SECONDS = env.float("BOS_RETRY_BASE_SECONDS", default=1.0)
 BOS_RETRY_CAP_SECONDS = env.float("BOS_RETRY_CAP_SECONDS", default=60.0)
 BOS_RETRY_JITTER = env.float("BOS_RETRY_JITTER", default=0.5)
+# A retry that must wait longer than this is stored and sent by beat instead of a broker
+# countdown (the broker redelivers unacknowledged work after its visibility timeout).
+BOS_MAX_COUNTDOWN_SECONDS = env.float("BOS_MAX_COUNTDOWN_SECONDS", default=600.0)
 # Extra error classification rules: {"exception type name": "transient" | ...}.
 BOS_ERROR_RULES = env.json("BOS_ERROR_RULES", default={})
 # Circuit breakers per downstream dependency.

@@ -78,6 +78,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env.float("BOS_RECONCILE_INTERVAL_SECONDS", default=30.0),
         "options": {"expires": 60},
     },
+    "deferred": {
+        "task": "tasks.maintenance.dispatch_deferred_task",
+        "schedule": env.float("BOS_DEFERRED_INTERVAL_SECONDS", default=5.0),
+        "options": {"expires": 10},
+    },
     "snapshots": {
         "task": "tasks.snapshots.snapshot_task",
         "schedule": env.float("BOS_SNAPSHOT_INTERVAL_SECONDS", default=60.0),

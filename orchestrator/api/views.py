@@ -34,7 +34,13 @@ from orchestrator.errors import InvalidRequest, NotFound, PermissionDenied
 from orchestrator.models import Batch, PhaseRun, Pipeline, PipelineVersion
 from orchestrator.profiling import version_stats
 from orchestrator.selectors import batch_graph, batches_for, tenant_ids_for, version_graph
-from orchestrator.services.batches import BatchRequest, batch_cancel, batch_create, batch_retry
+from orchestrator.services.batches import (
+    BatchRequest,
+    batch_cancel,
+    batch_create,
+    batch_retry,
+    batch_retry_items,
+)
 from orchestrator.services.rollback import batch_rollback
 
 GRAPH_AS = OpenApiParameter("as", str, enum=["svg", "mermaid"], description="svg (default) or mermaid text")
@@ -132,6 +138,12 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
         return self._operator_action(request, batch_retry)
+
+    @extend_schema(request=ActionInSerializer, responses=BatchDetailOutSerializer)
+    @action(detail=True, methods=["post"], url_path="retry-items")
+    def retry_items(self, request: Request, pk: str | None = None) -> Response:
+        """Run the failed items of a batch that completed with errors again."""
+        return self._operator_action(request, batch_retry_items)
 
     @extend_schema(request=ActionInSerializer, responses=BatchDetailOutSerializer)
     @action(detail=True, methods=["post"])

@@ -16,6 +16,9 @@ from django.utils import timezone
 from orchestrator.errors import Conflict, InvalidRequest
 from orchestrator.models import (
     Batch,
+    BatchItem,
+    ChunkRun,
+    ItemResult,
     PhaseRun,
     ProcessedEvent,
     StateTransition,
@@ -26,7 +29,7 @@ from orchestrator.selectors import pipeline_plan, resolve_pipeline_version
 from orchestrator.services.bulk import copy_items
 from orchestrator.services.events import ORCHESTRATOR, emit, outbox_event, transition
 from orchestrator.services.progress import advance, lock_batch, notify_parent, save_batch
-from orchestrator.states import BATCH_TERMINAL, BatchState, PhaseState, TransitionNotAllowed
+from orchestrator.states import BATCH_TERMINAL, BatchState, ItemState, PhaseState, TransitionNotAllowed
 from orchestrator.workflows import enqueue_orchestration
 
 logger = logging.getLogger(__name__)
@@ -238,3 +241,73 @@ def batch_retry(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
         save_batch(batch, audit)
         emit(events)
     return batch
+
+
+def batch_retry_items(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
+    """Run the failed items of a batch that completed with errors again.
+
+    The phases from the first one any of them failed in onwards run again, for those
+    items only (items that succeeded keep their results, and per-batch phases such as
+    the report see every item again). Items that fail again end the batch
+    `completed_with_errors` once more; the history records who asked and why.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        batch = lock_batch(batch_id)
+        if batch.state != BatchState.COMPLETED_WITH_ERRORS:
+            raise Conflict(
+                "invalid_state",
+                f"only a batch completed with errors has failed items to retry; this one is {batch.state}",
+            )
+        failed = BatchItem.objects.filter(batch_id=batch.id, state=ItemState.FAILED)
+        failed_phases = set(failed.values_list("failed_phase", flat=True))
+        phases = list(batch.phases.all())
+        first = min(p.position for p in phases if p.name in failed_phases)
+        reopened = [p for p in phases if p.position >= first]
+        item_ids = list(failed.values_list("id", flat=True))
+        for phase in reopened:
+            _reopen_phase(phase, item_ids)
+        failed.update(state=ItemState.PENDING, failed_phase="", last_error="", error_class="")
+        audit = [
+            transition(
+                batch, to=BatchState.RUNNING, actor=actor, reason=reason or "retry failed items", at=now
+            )
+        ]
+        batch.items_failed = batch.items_succeeded = 0
+        events = [
+            outbox_event(batch=batch, event_type="batch.retried", at=now, data={"items": len(item_ids)}),
+            *advance(batch, phases, now=now, audit=audit),
+        ]
+        save_batch(batch, audit)
+        emit(events)
+    return batch
+
+
+def _reopen_phase(phase: PhaseRun, item_ids: list[int]) -> None:
+    """Make `phase` pending again: the given items' results and every chunk record go.
+
+    Its chunks then run again over all ranges; items that succeeded are skipped (their
+    state says so), so only the retried items are worked on and recorded.
+    """
+    if phase.mode == "per_item":
+        ItemResult.objects.filter(phase_run_id=phase.id, item_id__in=item_ids).delete()
+        ChunkRun.objects.filter(phase_run_id=phase.id).delete()
+        phase.chunks_done = phase.items_done = phase.items_failed = 0
+        phase.chunks_total = len(chunk_bounds(phase.items_total, phase.chunk_size))
+    phase.state = PhaseState.PENDING
+    phase.output, phase.error, phase.error_class, phase.skip_reason = None, "", "", ""
+    phase.finished_at = None
+    phase.save(
+        update_fields=[
+            "state",
+            "output",
+            "error",
+            "error_class",
+            "skip_reason",
+            "finished_at",
+            "chunks_done",
+            "chunks_total",
+            "items_done",
+            "items_failed",
+        ]
+    )

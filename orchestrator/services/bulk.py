@@ -72,7 +72,8 @@ def record_chunk_results(
             " (item_id, phase_run_id, ok, output, error, error_class, created_at)"
             " SELECT v.item_id, %s, v.ok, v.output, v.error, v.error_class, now()"
             f" FROM (VALUES {values}) AS v(item_id, ok, output, error, error_class)"
-            " WHERE EXISTS (SELECT 1 FROM claim))"
+            " WHERE EXISTS (SELECT 1 FROM claim)"
+            " ON CONFLICT (phase_run_id, item_id) DO NOTHING)"
         )
         params.append(phase_run_id)
         for item_id, ok, output, error, error_class in rows:

@@ -132,7 +132,8 @@ def run_items(
         raise DependencyOpen(dependency, wait)
     outcome = ChunkOutcome(items=len(items))
     for item_id, key, payload, state in items:
-        if state == ItemState.FAILED:
+        if state != ItemState.PENDING:
+            # Failed in an earlier phase; or, when only failed items are retried, done.
             outcome.skipped += 1
             continue
         ctx = ItemContext(
@@ -189,7 +190,20 @@ def record_chunk(
     )
 
 
-def run_batch_handler(*, batch: Batch, phase: PhaseLike) -> tuple[dict[str, Any] | None, str | None]:
+@dataclass(frozen=True)
+class BatchHandlerResult:
+    """What a per-batch handler gave: its output, or its error and the error's class."""
+
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    error_class: str = ""
+
+    @property
+    def retryable(self) -> bool:
+        return self.error is not None and self.error_class in RETRYABLE
+
+
+def run_batch_handler(*, batch: Batch, phase: PhaseLike) -> BatchHandlerResult:
     """Run a per-batch phase's handler: (output, None), or (None, error) if it raised."""
     spec = pipeline_plan(batch.pipeline_version).phase(phase.name)
     handler = get_handler(phase.handler)
@@ -207,7 +221,10 @@ def run_batch_handler(*, batch: Batch, phase: PhaseLike) -> tuple[dict[str, Any]
         phase_states={name: state for name, _, _, state in siblings},
     )
     try:
-        return dict(handler.func(ctx)), None
+        return BatchHandlerResult(output=dict(handler.func(ctx)))
     except Exception as exc:  # noqa: BLE001 - recorded as the phase's failure
         logger.warning("phase %s of batch %s failed", phase.name, batch.id, exc_info=True)
-        return None, error_text(exc) + "\n" + traceback.format_exc(limit=5)
+        return BatchHandlerResult(
+            error=error_text(exc) + "\n" + traceback.format_exc(limit=5),
+            error_class=classify(exc, settings.BOS_ERROR_RULES),
+        )

@@ -104,18 +104,34 @@ def phase_retry_noted(*, phase_run_id: int, delay: float, reason: str, waiting_o
     )
 
 
-def phase_batch_run(*, phase_run_id: int, inline: bool = False) -> None:
-    """Run a per-batch phase's handler and record its output, or its failure."""
+def phase_batch_run(*, phase_run_id: int, inline: bool = False, attempt: int = 1) -> None:
+    """Run a per-batch phase's handler and record its output, or its failure.
+
+    A failure of a retryable class (transient, timeout, dependency) is tried again with
+    the phase's backoff policy, up to its `max_attempts`, before the phase fails.
+    """
     running = _running_phase(phase_run_id)
     if running is None:
         return
     batch, phase = running
     started = timezone.now()
-    output, error = run_batch_handler(batch=batch, phase=phase)
-    if error is not None:
-        phase_fail(phase_run_id=phase.id, error=error, inline=inline, work_started_at=started)
+    result = run_batch_handler(batch=batch, phase=phase)
+    policy = retry_policy(pipeline_plan(batch.pipeline_version).phase(phase.name).retry)
+    if result.retryable and attempt < policy["max_attempts"]:
+        delay = backoff_delay(
+            attempt, base=policy["base"], cap=policy["cap"], jitter=policy["jitter"], rand=random.random()
+        )
+        raise RetryChunk(delay, f"({result.error_class}) {(result.error or '')[:200]}", attempt_used=True)
+    if result.error is not None:
+        phase_fail(
+            phase_run_id=phase.id,
+            error=result.error,
+            inline=inline,
+            work_started_at=started,
+            error_class=result.error_class,
+        )
     else:
-        phase_complete(phase_run_id=phase.id, output=output, inline=inline, work_started_at=started)
+        phase_complete(phase_run_id=phase.id, output=result.output, inline=inline, work_started_at=started)
 
 
 def _locked_batch_and_phases(phase_run_id: int) -> tuple[Batch, list[PhaseRun], PhaseRun]:
@@ -182,7 +198,12 @@ def phase_complete(
 
 
 def phase_fail(
-    *, phase_run_id: int, error: str, inline: bool = False, work_started_at: datetime | None = None
+    *,
+    phase_run_id: int,
+    error: str,
+    inline: bool = False,
+    work_started_at: datetime | None = None,
+    error_class: str = "",
 ) -> None:
     """running → failed for a phase; the batch fails once nothing else is running."""
     now = timezone.now()
@@ -194,7 +215,8 @@ def phase_fail(
         phase.finished_at = now
         phase.work_started_at = phase.work_started_at or work_started_at
         phase.error = error[: MAX_ERROR * 4]
-        phase.save(update_fields=["state", "finished_at", "work_started_at", "error"])
+        phase.error_class = error_class
+        phase.save(update_fields=["state", "finished_at", "work_started_at", "error", "error_class"])
         events = [
             outbox_event(
                 batch=batch,

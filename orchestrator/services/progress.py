@@ -181,6 +181,7 @@ def _fail_condition(
 
 INLINE_FIELDS = [
     "state",
+    "error_class",
     "started_at",
     "work_started_at",
     "finished_at",
@@ -224,7 +225,11 @@ def _run_phase_inline(batch: Batch, phase: PhaseRun, items: list[ItemRow]) -> Ou
         phase.items_done, phase.items_failed = outcome.items, len(outcome.failures)
         phase.chunks_done = phase.chunks_total = 1
     else:
-        output, error = run_batch_handler(batch=batch, phase=phase)
+        result = run_batch_handler(batch=batch, phase=phase)
+        if result.retryable:
+            return None  # its task will retry it with backoff
+        output, error = result.output, result.error
+        phase.error_class = result.error_class
     phase.finished_at = timezone.now()
     phase.state = PhaseState.FAILED if error else PhaseState.SUCCEEDED
     phase.output = output

@@ -86,7 +86,7 @@ def stale_phases(*, stale_after: float | None = None, now: datetime | None = Non
     """Running phases of running batches with no sign of progress for `stale_after` s.
 
     Progress is the latest of: dispatch, a worker taking it up, a chunk recorded, the
-    reconciler re-sending it.
+    reconciler re-sending it, a retry it is waiting for (which may lie in the future).
     """
     cutoff = _cutoff(stale_after, now)
     candidates = (
@@ -100,7 +100,15 @@ def stale_phases(*, stale_after: float | None = None, now: datetime | None = Non
         phase
         for phase in candidates[:500]
         if max(
-            t for t in (phase.started_at, phase.work_started_at, phase.last_chunk, phase.reconciled_at) if t
+            t
+            for t in (
+                phase.started_at,
+                phase.work_started_at,
+                phase.last_chunk,
+                phase.reconciled_at,
+                phase.next_retry_at,
+            )
+            if t
         )
         < cutoff
     ]

@@ -133,10 +133,10 @@ def compensation_step(*, batch_id: Any) -> float | None:
         phase.save(update_fields=["compensation_state", "compensation_attempts"])
     handler = pipeline_plan(batch.pipeline_version).phase(phase.name).compensate
     assert handler is not None
-    _, error = run_batch_handler(
+    result = run_batch_handler(
         batch=batch_facts(batch.id), phase=PhaseRef(id=phase.id, name=phase.name, handler=handler)
     )
-    return _record_compensation(batch.id, phase.id, error)
+    return _record_compensation(batch.id, phase.id, result.error)
 
 
 def _record_compensation(batch_id: Any, phase_id: int, error: str | None) -> float | None:

@@ -256,6 +256,8 @@ def test_the_admin_shows_a_batch_with_its_graph_phases_and_history(admin_client:
     assert "<svg" in html and "spellcheck" in html and "pipeline planned" in html
     assert admin_client.get("/admin/orchestrator/batch/").status_code == 200
     assert admin_client.get("/admin/orchestrator/pipelineversion/").status_code == 200
+    breakers = admin_client.get("/admin/bos/breakers/")
+    assert breakers.status_code == 200 and b"Circuit breakers" in breakers.content
 
 
 def test_breakers_are_listed_in_the_api() -> None:
@@ -287,3 +289,49 @@ def test_errors_and_alerts_are_listed_for_the_callers_tenants_only() -> None:
     theirs = client_for("other", "globex", "viewer")
     assert theirs.get("/api/v1/errors/").json()["results"] == []
     assert mine.get("/api/v1/errors/?since=yesterday").status_code == 400
+
+
+@pytest.mark.usefixtures("celery_worker", "test_pipelines")
+@pytest.mark.parametrize("size", [6, 40], ids=["inline", "fanned-out"])
+def test_an_operator_retries_only_the_failed_items(tmp_path: Any, size: int) -> None:
+    from orchestrator.models import ChunkRun, ItemResult
+    from tests.support.factories import publish_test_pipeline
+
+    publish_test_pipeline(
+        "repairable",
+        [
+            {"name": "check", "handler": "test.gated_item", "mode": "per_item", "chunk_size": 5},
+            {"name": "echo", "handler": "test.echo", "mode": "per_item", "after": ["check"], "chunk_size": 5},
+            {"name": "total", "handler": "test.count", "mode": "per_batch", "after": ["echo"]},
+        ],
+    )
+    gate = tmp_path / "gate"
+    gate.touch()
+    items = [{"key": f"i{n}", "payload": {"gated": n % 5 == 1}} for n in range(size)]
+    batch = batch_create(
+        request=batch_request(pipeline="repairable", items=items, metadata={"gate": str(gate)}), actor="t"
+    ).batch
+    first = wait_for_terminal(batch.id)
+    gated = size // 5 + (1 if size % 5 > 1 else 0)
+    assert first.state == "completed_with_errors" and first.items_failed == gated
+
+    gate.unlink()
+    api = client_for("op", "acme", "operator")
+    response = api.post(f"/api/v1/batches/{batch.id}/retry-items/", {"reason": "gate fixed"}, format="json")
+    assert response.status_code == 200, response.json()
+    done = wait_for_terminal(batch.id)
+
+    assert done.state == "completed"
+    assert (done.items_succeeded, done.items_failed) == (size, 0)
+    for name in ("check", "echo"):
+        assert ItemResult.objects.filter(phase_run__batch=done, phase_run__name=name, ok=True).count() == size
+    check = done.phases.get(name="check")
+    assert ChunkRun.objects.filter(phase_run=check).count() == check.chunks_total
+    history = list(done.transitions.order_by("seq").values_list("to_state", "actor"))
+    assert history[-3:] == [
+        ("completed_with_errors", "orchestrator"),
+        ("running", "user:op"),
+        ("completed", "orchestrator"),
+    ]
+    again = api.post(f"/api/v1/batches/{batch.id}/retry-items/")
+    assert again.status_code == 409

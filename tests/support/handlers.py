@@ -11,6 +11,7 @@ from orchestrator.handlers import (
     DependencyUnavailable,
     ItemContext,
     ItemFailed,
+    PermanentError,
     TransientError,
     batch_handler,
     item_handler,
@@ -88,3 +89,23 @@ def scoring(ctx: ItemContext) -> dict[str, Any]:
     if Path(ctx.metadata["gate"]).exists():
         raise DependencyUnavailable("test-scoring", "connection refused")
     return {"score": len(ctx.key)}
+
+
+@batch_handler("test.flaky_batch")
+def flaky_batch(ctx: BatchContext) -> dict[str, Any]:
+    """A per-batch handler failing transiently its first `fail_times` tries (metadata)."""
+    import redis
+    from django.conf import settings
+
+    tries = int(redis.Redis.from_url(settings.REDIS_URL).incr(f"bos:test:batch-tries:{ctx.metadata['run']}"))
+    if tries <= int(ctx.metadata.get("fail_times", 0)):
+        raise TransientError(f"batch try {tries} failed")
+    return {"tries": tries}
+
+
+@item_handler("test.gated_item")
+def gated_item(ctx: ItemContext) -> dict[str, Any]:
+    """Items whose payload says `gated` fail while the metadata's `gate` file exists."""
+    if ctx.payload.get("gated") and Path(ctx.metadata["gate"]).exists():
+        raise PermanentError("the gate is closed for this item")
+    return {"passed": ctx.key}

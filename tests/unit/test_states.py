@@ -30,9 +30,16 @@ def test_happy_path_is_a_valid_path() -> None:
     assert is_valid_path([None, B.RECEIVED, B.ACCEPTED, B.RUNNING, B.COMPLETED])
 
 
-@pytest.mark.parametrize("terminal", [B.COMPLETED, B.COMPLETED_WITH_ERRORS, B.CANCELLED])
+@pytest.mark.parametrize("terminal", [B.COMPLETED, B.CANCELLED])
 def test_an_ended_batch_can_only_be_rolled_back(terminal: BatchState) -> None:
     assert [t for t in BatchState if can_transition(terminal, t)] == [B.ROLLING_BACK]
+
+
+def test_a_batch_with_failed_items_can_run_them_again_or_roll_back() -> None:
+    assert {t for t in BatchState if can_transition(B.COMPLETED_WITH_ERRORS, t)} == {
+        B.RUNNING,
+        B.ROLLING_BACK,
+    }
 
 
 def test_rolled_back_is_final() -> None:
