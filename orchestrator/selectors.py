@@ -94,12 +94,12 @@ def batch_progress(batch: Batch) -> dict[str, Any]:
     """Done and total units of work over the batch's phases (items for per-item phases)."""
     done = total = 0
     for phase in batch.phases.all():
-        if phase.mode == "per_item":
-            total += phase.items_total
+        size = phase.items_total if phase.mode == "per_item" else 1
+        total += size
+        if phase.state in ("succeeded", "skipped"):
+            done += size  # a skipped phase has nothing left to do
+        elif phase.mode == "per_item":
             done += phase.items_done
-        else:
-            total += 1
-            done += 1 if phase.state in ("succeeded", "skipped") else 0
     return {"done": done, "total": total, "fraction": (done / total) if total else 1.0}
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -98,3 +99,12 @@ def test_chunks_of_a_cancelled_batch_record_nothing() -> None:
     batch_cancel(batch_id=batch.id, actor="test")
     assert phase_chunk_run(phase_run_id=phase.id, start=0, end=4)["stale"] == 1
     assert not ItemResult.objects.filter(phase_run=phase).exists()
+
+
+def test_progress_counts_a_skipped_phase_as_done() -> None:
+    from orchestrator.selectors import batch_progress
+
+    batch = new_batch(4)
+    PhaseRun.objects.filter(batch=batch).update(state="succeeded", items_done=F("items_total"))
+    PhaseRun.objects.filter(batch=batch, name="grading").update(state="skipped", items_done=0)
+    assert batch_progress(batch)["fraction"] == 1.0

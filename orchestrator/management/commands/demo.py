@@ -79,7 +79,7 @@ class Command(BaseCommand):
                 "external_id": external_id,
                 "pipeline": "essay-analysis",
                 "priority": 5,
-                "metadata": {"course": "EN101", "source": "make demo"},
+                "metadata": {"course": "EN101", "source": "make demo", "grading": True},
                 "items": sample_essays(options["essays"]),
             },
         }
