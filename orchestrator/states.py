@@ -1,6 +1,6 @@
 """The batch and phase state machines (CONTRACT §4), as pure code.
 
-No Django here: the transition tables, the terminal sets, and the functions that decide
+No Django here: the batch transition table, the terminal sets, and the functions that decide
 what a batch does next from the states of its phases. Services call these and persist
 what they decide.
 """
@@ -53,9 +53,6 @@ BATCH_TERMINAL = frozenset(
     }
 )
 PHASE_DONE = frozenset({PhaseState.SUCCEEDED, PhaseState.SKIPPED})
-PHASE_FINISHED = frozenset(
-    {PhaseState.SUCCEEDED, PhaseState.SKIPPED, PhaseState.FAILED, PhaseState.CANCELLED}
-)
 
 BATCH_TRANSITIONS: Mapping[BatchState | None, frozenset[BatchState]] = {
     None: frozenset({BatchState.RECEIVED}),
@@ -80,15 +77,6 @@ BATCH_TRANSITIONS: Mapping[BatchState | None, frozenset[BatchState]] = {
     BatchState.ROLLED_BACK: frozenset(),
 }
 
-PHASE_TRANSITIONS: Mapping[PhaseState, frozenset[PhaseState]] = {
-    PhaseState.PENDING: frozenset({PhaseState.RUNNING, PhaseState.SKIPPED, PhaseState.CANCELLED}),
-    PhaseState.RUNNING: frozenset({PhaseState.SUCCEEDED, PhaseState.FAILED, PhaseState.CANCELLED}),
-    PhaseState.FAILED: frozenset({PhaseState.PENDING}),
-    PhaseState.CANCELLED: frozenset({PhaseState.PENDING}),
-    PhaseState.SUCCEEDED: frozenset(),
-    PhaseState.SKIPPED: frozenset(),
-}
-
 
 class TransitionNotAllowed(Exception):
     """A state change that the state machine does not allow."""
@@ -105,11 +93,6 @@ def can_transition(current: BatchState | None, target: BatchState) -> bool:
 
 def check_transition(current: BatchState | None, target: BatchState) -> None:
     if not can_transition(current, target):
-        raise TransitionNotAllowed(current, target)
-
-
-def check_phase_transition(current: PhaseState, target: PhaseState) -> None:
-    if target not in PHASE_TRANSITIONS[current]:
         raise TransitionNotAllowed(current, target)
 
 

@@ -14,7 +14,7 @@ from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from orchestrator.classify import backoff_delay
-from orchestrator.models import Batch, ChunkRun, PhaseRun
+from orchestrator.models import Batch, ChunkRun, OutboxEvent, PhaseRun, StateTransition
 from orchestrator.selectors import pipeline_plan
 from orchestrator.services.events import emit, outbox_event
 from orchestrator.services.execution import (
@@ -27,7 +27,7 @@ from orchestrator.services.execution import (
     run_items,
 )
 from orchestrator.services.progress import advance, lock_batch, save_batch
-from orchestrator.states import PhaseState
+from orchestrator.states import BatchState, PhaseState
 
 
 def _running_phase(phase_run_id: int) -> tuple[Batch, PhaseRef] | None:
@@ -166,35 +166,18 @@ def phase_complete(
                 # An early or duplicate callback (a re-sent chord): the rest is still coming.
                 return
             phase.items_failed = totals["failed"] or 0
-        phase.state = PhaseState.SUCCEEDED
-        phase.finished_at = now
-        phase.next_retry_at, phase.waiting_on = None, ""
-        phase.work_started_at = phase.work_started_at or work_started_at
         phase.output = dict(output) if output is not None else None
-        phase.save(
-            update_fields=[
-                "state",
-                "finished_at",
-                "work_started_at",
-                "output",
-                "items_failed",
-                "next_retry_at",
-                "waiting_on",
-            ]
+        # A note left by a retry on the way is not the error of a phase that succeeded.
+        phase.error, phase.error_class = "", ""
+        _end_phase(phase, PhaseState.SUCCEEDED, now, work_started_at, ["output", "items_failed"])
+        data = {"phase": phase.name, "items_failed": phase.items_failed}
+        _move_on(
+            batch,
+            phases,
+            outbox_event(batch=batch, event_type="batch.phase_completed", at=now, data=data),
+            now,
+            inline,
         )
-        events = [
-            outbox_event(
-                batch=batch,
-                event_type="batch.phase_completed",
-                at=now,
-                data={"phase": phase.name, "items_failed": phase.items_failed},
-            )
-        ]
-        audit: list[Any] = []
-        if batch.state == "running":
-            events += advance(batch, phases, now=now, audit=audit, inline=inline)
-            save_batch(batch, audit)
-        emit(events)
 
 
 def phase_fail(
@@ -211,22 +194,44 @@ def phase_fail(
         batch, phases, phase = _locked_batch_and_phases(phase_run_id)
         if phase.state != PhaseState.RUNNING:
             return
-        phase.state = PhaseState.FAILED
-        phase.finished_at = now
-        phase.work_started_at = phase.work_started_at or work_started_at
-        phase.error = error[: MAX_ERROR * 4]
-        phase.error_class = error_class
-        phase.save(update_fields=["state", "finished_at", "work_started_at", "error", "error_class"])
-        events = [
-            outbox_event(
-                batch=batch,
-                event_type="batch.phase_failed",
-                at=now,
-                data={"phase": phase.name, "error": error[:500]},
-            )
+        phase.error, phase.error_class = error[: MAX_ERROR * 4], error_class
+        _end_phase(phase, PhaseState.FAILED, now, work_started_at, [])
+        data = {"phase": phase.name, "error": error[:500]}
+        _move_on(
+            batch,
+            phases,
+            outbox_event(batch=batch, event_type="batch.phase_failed", at=now, data=data),
+            now,
+            inline,
+        )
+
+
+def _end_phase(
+    phase: PhaseRun, state: PhaseState, now: datetime, work_started_at: datetime | None, fields: list[str]
+) -> None:
+    """Record how a running phase ended; it no longer waits for any retry."""
+    phase.state, phase.finished_at = state, now
+    phase.work_started_at = phase.work_started_at or work_started_at
+    phase.next_retry_at, phase.waiting_on = None, ""
+    phase.save(
+        update_fields=[
+            "state",
+            "finished_at",
+            "work_started_at",
+            "next_retry_at",
+            "waiting_on",
+            "error",
+            "error_class",
+            *fields,
         ]
-        audit: list[Any] = []
-        if batch.state == "running":
-            events += advance(batch, phases, now=now, audit=audit, inline=inline)
-            save_batch(batch, audit)
-        emit(events)
+    )
+
+
+def _move_on(batch: Batch, phases: list[PhaseRun], event: OutboxEvent, now: datetime, inline: bool) -> None:
+    """After a phase ended (batch locked): start what is ready or finish, and publish."""
+    events = [event]
+    audit: list[StateTransition] = []
+    if batch.state == BatchState.RUNNING:
+        events += advance(batch, phases, now=now, audit=audit, inline=inline)
+        save_batch(batch, audit)
+    emit(events)
