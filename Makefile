@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run demo test lint typecheck bench services services-down clean
+.PHONY: install run demo test lint typecheck schemas bench services services-down clean
 
 install: $(STAMP)
 
@@ -31,6 +31,14 @@ lint: install
 
 typecheck: install
 	$(VENV)/bin/mypy
+
+# Regenerate the committed OpenAPI schema (docs/contracts.md). Generating it connects to
+# nothing, so placeholder URLs stand in for services that are not configured.
+schemas: install
+	DATABASE_URL=$${DATABASE_URL:-postgres://unused@127.0.0.1:1/unused} \
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:1/0} \
+	KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:1} \
+	$(PY) manage.py spectacular --validate --fail-on-warn --file schemas/openapi.yaml
 
 bench: install
 	$(PY) -m bos_project.devservices run -- $(PY) -m benchmarks.run $(BENCH_ARGS)

@@ -17,3 +17,4 @@ class OrchestratorConfig(AppConfig):
         # Phase handlers register themselves on import; every process needs them all.
         for module in settings.BOS_HANDLER_MODULES:
             import_module(module)
+        import_module("orchestrator.checks")  # registers the system checks of BOS settings

@@ -323,7 +323,8 @@ class OutboxEvent(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     event_id = models.UUIDField(default=uuid.uuid4, unique=True)
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    # Null for events of no tenant (a consumer lag alert concerns the whole service).
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     batch = models.ForeignKey(Batch, null=True, on_delete=models.CASCADE, related_name="outbox")
     event_type = models.CharField(max_length=64)
     key = models.CharField(max_length=200)
@@ -336,6 +337,8 @@ class OutboxEvent(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["id"], name="outbox_unpublished", condition=Q(published_at__isnull=True)),
+            # events_replay --since/--until selects on the time an event was stored.
+            models.Index(fields=["created_at"], name="outbox_created_at"),
         ]
 
 

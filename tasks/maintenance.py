@@ -1,10 +1,13 @@
-"""Scheduled upkeep (Celery beat): the reconciler, and sending deferred work when due."""
+"""Scheduled upkeep (Celery beat): the reconciler, sending deferred work when due, and the
+consumer lag alert."""
 
 from __future__ import annotations
 
 from celery import shared_task
+from django.utils import timezone
 
 from orchestrator.services.deferred import dispatch_due
+from orchestrator.services.lag_alerts import lag_check
 from orchestrator.services.reconcile import reconcile
 from tasks.orchestration import RetryingTask
 
@@ -23,3 +26,9 @@ def reconcile_task() -> dict[str, object]:
 @shared_task(name="tasks.maintenance.dispatch_deferred_task", base=RetryingTask)
 def dispatch_deferred_task() -> int:
     return dispatch_due()
+
+
+@shared_task(name="tasks.maintenance.consumer_lag_check_task")
+def consumer_lag_check_task() -> dict[str, object]:
+    """Measure the consumer lag; alert once it has been over the threshold long enough."""
+    return lag_check(now=timezone.now()).as_dict()

@@ -16,9 +16,12 @@ from bos_project.settings.environment import BASE_DIR, BOS_HOME
 from orchestrator.kafka.clients import ensure_topics
 from orchestrator.kafka.consumer import BatchRequestConsumer
 from orchestrator.kafka.publisher import OutboxPublisher
+from tests.support.contracts import stored_event_problems
 from tests.support.factories import publish_essay_pipeline, publish_test_pipeline
 
 LOG_DIR = BOS_HOME / "test-logs"
+# Fixtures that give a test the database (pytest-django's; `django_db` marks do too).
+DB_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback"}
 
 
 def database_url() -> str:
@@ -71,6 +74,29 @@ def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@pytest.fixture(autouse=True)
+def stored_events_match_their_schemas(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the database, every outbox event must match its schema.
+
+    So any change that makes BOS emit an event its schema (schemas/events/) does not
+    describe fails the tests that emit it. One query per such test; docs/contracts.md.
+    """
+    uses_db = bool(DB_FIXTURES & set(request.fixturenames)) or request.node.get_closest_marker("django_db")
+    if not uses_db:
+        yield
+        return
+    # Set the database up before this fixture's body, so the check below runs before the
+    # database's own teardown (the rollback or flush that removes the test's rows).
+    request.getfixturevalue("db")
+    yield
+    with request.getfixturevalue("django_db_blocker").unblock():
+        problems = stored_event_problems()
+    if problems:
+        shown = "\n  ".join(problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        pytest.fail(f"{len(problems)} stored event(s) break their schemas:\n  {shown}{more}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ worker that the tests start inherits these variables.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 
 os.environ.setdefault("BOS_ENV", "test")
@@ -17,6 +18,8 @@ os.environ.setdefault("BOS_TOPIC_REQUESTS", f"test-{_RUN}.batch.requested")
 os.environ.setdefault("BOS_TOPIC_EVENTS", f"test-{_RUN}.batch.events")
 os.environ.setdefault("BOS_TOPIC_DLQ", f"test-{_RUN}.batch.requested.dlq")
 os.environ.setdefault("BOS_CONSUMER_GROUP", f"test-{_RUN}")
+# One partition for events: tests read a topic from its start, in order.
+os.environ.setdefault("BOS_KAFKA_EVENT_PARTITIONS", "1")
 os.environ.setdefault("BOS_HANDLER_MODULES", "tasks.handlers.essays,tests.support.handlers")
 # Priority batches get a queue of their own (tests/integration/test_routing.py).
 os.environ.setdefault("BOS_ROUTES", '[{"queue": "bos.priority", "min_priority": 8}]')
@@ -27,6 +30,12 @@ os.environ.setdefault("BOS_BREAKER_RESET_SECONDS", "2")
 os.environ.setdefault("BOS_MAX_COUNTDOWN_SECONDS", "5")
 # Compensations retry quickly in tests.
 os.environ.setdefault("BOS_COMPENSATION_BACKOFF_SECONDS", "0.1")
+# The demo scoring service of this run gets a free port of its own (the default
+# BOS_SERVICES points "scoring" at it; tests/integration/test_service_clients.py starts it).
+if "BOS_SCORING_PORT" not in os.environ:
+    with socket.socket() as _probe:
+        _probe.bind(("127.0.0.1", 0))
+        os.environ["BOS_SCORING_PORT"] = str(_probe.getsockname()[1])
 # Test workers close connections after each task, so the test database can be dropped.
 os.environ.setdefault("BOS_DB_CONN_MAX_AGE", "0")
 

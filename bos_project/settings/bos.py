@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from bos_project.settings.environment import bos_env as _bos_env
 from bos_project.settings.environment import (
+    BOS_HOME,
+    choice,
     encryption_keys,
     env,
+    json_value,
     kafka_bootstrap,
     positive_int,
 )
+from bos_project.settings.environment import bos_env as _bos_env
 
 KAFKA_BOOTSTRAP_SERVERS = kafka_bootstrap()
 BOS_TOPIC_REQUESTS = env.str("BOS_TOPIC_REQUESTS", default="bos.batch.requested")
@@ -49,9 +52,82 @@ BOS_RETRY_JITTER = env.float("BOS_RETRY_JITTER", default=0.5)
 # countdown (the broker redelivers unacknowledged work after its visibility timeout).
 BOS_MAX_COUNTDOWN_SECONDS = env.float("BOS_MAX_COUNTDOWN_SECONDS", default=600.0)
 # Extra error classification rules: {"exception type name": "transient" | ...}.
-BOS_ERROR_RULES = env.json("BOS_ERROR_RULES", default={})
+BOS_ERROR_RULES = json_value("BOS_ERROR_RULES", {})
 # Circuit breakers per downstream dependency.
 BOS_BREAKER_FAIL_MAX = positive_int("BOS_BREAKER_FAIL_MAX", 5)
 BOS_BREAKER_RESET_SECONDS = env.float("BOS_BREAKER_RESET_SECONDS", default=30.0)
 # Modules whose import registers phase handlers (see orchestrator.handlers).
 BOS_HANDLER_MODULES = env.list("BOS_HANDLER_MODULES", default=["tasks.handlers.essays"])
+
+# --- Kafka in production (docs/kafka.md) ---
+# Consumer start-up: a missing topic is created when this is on, else start-up stops
+# with an error naming it. Partitions are the minimum each topic must have.
+BOS_KAFKA_CREATE_TOPICS = env.bool("BOS_KAFKA_CREATE_TOPICS", default=True)
+BOS_KAFKA_REQUEST_PARTITIONS = positive_int("BOS_KAFKA_REQUEST_PARTITIONS", 6)
+BOS_KAFKA_EVENT_PARTITIONS = positive_int("BOS_KAFKA_EVENT_PARTITIONS", 3)
+BOS_KAFKA_DLQ_PARTITIONS = positive_int("BOS_KAFKA_DLQ_PARTITIONS", 1)
+BOS_KAFKA_REPLICATION_FACTOR = positive_int("BOS_KAFKA_REPLICATION_FACTOR", 1)
+# Longest pause between two attempts to reach the broker at start-up.
+BOS_KAFKA_BACKOFF_CAP_SECONDS = env.float("BOS_KAFKA_BACKOFF_CAP_SECONDS", default=30.0)
+# How the group's partitions are shared among consumers (docs/kafka.md#rebalancing).
+BOS_KAFKA_ASSIGNMENT = choice(
+    "BOS_KAFKA_ASSIGNMENT", ("cooperative-sticky", "sticky", "roundrobin", "range"), "sticky"
+)
+# The consumer's readiness: a JSON file it rewrites, and optionally an HTTP port (0: off).
+BOS_CONSUMER_HEALTH_FILE = env.str("BOS_CONSUMER_HEALTH_FILE", default=str(BOS_HOME / "consumer-health.json"))
+BOS_CONSUMER_HEALTH_PORT = env.int("BOS_CONSUMER_HEALTH_PORT", default=0)
+# /readyz answers 503 unless at least one consumer reports ready (for the consumer's pods).
+BOS_READYZ_REQUIRE_CONSUMER = env.bool("BOS_READYZ_REQUIRE_CONSUMER", default=False)
+# Outbox publisher: producer batching, compression and routing of events to topics.
+BOS_KAFKA_LINGER_MS = env.int("BOS_KAFKA_LINGER_MS", default=5)
+BOS_KAFKA_BATCH_BYTES = positive_int("BOS_KAFKA_BATCH_BYTES", 256 * 1024)
+BOS_KAFKA_COMPRESSION = choice("BOS_KAFKA_COMPRESSION", ("none", "gzip", "lz4", "zstd"), "lz4")
+# [{"event_types": ["batch.failed", "batch.phase_*"], "tenants": ["acme"], "topic": "..."}]:
+# the first rule matching an event's type and tenant names its topic, else BOS_TOPIC_EVENTS.
+BOS_EVENT_ROUTES = json_value("BOS_EVENT_ROUTES", [])
+# Consumer lag alert: lag above the threshold (messages) for this long raises an alert.
+BOS_LAG_ALERT_THRESHOLD = positive_int("BOS_LAG_ALERT_THRESHOLD", 1000)
+BOS_LAG_ALERT_SECONDS = env.float("BOS_LAG_ALERT_SECONDS", default=300.0)
+BOS_LAG_CHECK_INTERVAL_SECONDS = env.float("BOS_LAG_CHECK_INTERVAL_SECONDS", default=30.0)
+
+# --- Service clients (docs/service-clients.md) ---
+# Imported here, not at the top: this section's own helpers (orchestrator.service_clients.config
+# needs only pydantic, never Django's settings).
+from bos_project.settings.environment import port as _port  # noqa: E402
+from orchestrator.service_clients.config import services_setting as _services_setting  # noqa: E402
+
+# The port of the demo's scoring service (the Procfile's `scoring` process).
+BOS_SCORING_PORT = _port("BOS_SCORING_PORT", 8010)
+# The downstream services handlers call, JSON: {"scoring": {"url": …, "timeout": 2, "retries": 2,
+# "cache_ttl": 60, "headers": {…}}}; validated here. Unset: outside production, the demo
+# scoring service; in production, none. A value replaces the default whole.
+BOS_SERVICES = _services_setting(
+    env.str("BOS_SERVICES", default=""),
+    default={}
+    if _bos_env() == "production"
+    else {
+        "scoring": {
+            "url": f"http://127.0.0.1:{BOS_SCORING_PORT}",
+            "timeout": 2,
+            "retries": 2,
+            "cache_ttl": 60,
+        }
+    },
+)
+# Service health (/readyz detail, bos_service_success_ratio): the rolling window, and the
+# success ratio under which a service shows `degraded` (it never makes /readyz fail).
+BOS_SERVICE_HEALTH_WINDOW_SECONDS = positive_int("BOS_SERVICE_HEALTH_WINDOW_SECONDS", 300)
+BOS_SERVICE_DEGRADED_BELOW = env.float("BOS_SERVICE_DEGRADED_BELOW", default=0.9)
+if not 0.0 <= BOS_SERVICE_DEGRADED_BELOW <= 1.0:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("BOS_SERVICE_DEGRADED_BELOW must be a ratio between 0 and 1")
+
+# --- Consumer groups and lag (docs/consumer-groups.md) ---
+# How a partition's log end is read: `highwater` (ListOffsets, then one fetch at that
+# offset whose high watermark is the end: right on every broker, including the embedded
+# one whose ListOffsets is wrong after batched sends) or `list_offsets` (ListOffsets alone:
+# right on Apache Kafka, one request fewer).
+BOS_KAFKA_END_OFFSETS = choice("BOS_KAFKA_END_OFFSETS", ("highwater", "list_offsets"), "highwater")
+# Longest time /metrics spends asking the broker for the consumer lag.
+BOS_LAG_METRICS_TIMEOUT_SECONDS = env.float("BOS_LAG_METRICS_TIMEOUT_SECONDS", default=5.0)

@@ -60,6 +60,8 @@ CELERY_TASK_ROUTES = {
     "tasks.phases.run_batch_phase_task": {"queue": QUEUE_BATCH},
     # Error analysis may wait a few seconds for open writers: keep it off orchestration.
     "tasks.analytics.*": {"queue": QUEUE_BATCH},
+    # The lag check waits on the Kafka broker (up to seconds): off orchestration too.
+    "tasks.maintenance.consumer_lag_check_task": {"queue": QUEUE_BATCH},
 }
 CELERY_IMPORTS = [
     "tasks.orchestration",
@@ -91,6 +93,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "analyze-errors": {
         "task": "tasks.analytics.analyze_errors_task",
         "schedule": env.float("BOS_ERROR_ANALYSIS_INTERVAL_SECONDS", default=60.0),
+        "options": {"expires": 60},
+    },
+    "consumer-lag": {
+        "task": "tasks.maintenance.consumer_lag_check_task",
+        "schedule": env.float("BOS_LAG_CHECK_INTERVAL_SECONDS", default=30.0),
         "options": {"expires": 60},
     },
 }

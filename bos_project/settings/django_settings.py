@@ -115,6 +115,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Phases and items have `state` fields too: name the batch's enum, not by a hash.
+    "ENUM_NAME_OVERRIDES": {"BatchStateEnum": "orchestrator.contracts.batch_state_choices"},
 }
 
 LOGGING = {
@@ -130,5 +132,8 @@ LOGGING = {
         # kafka-python 3 warns about its own event loop under load; not actionable here.
         "kafka.net": {"level": "ERROR"},
         "django.db.backends": {"level": "INFO"},
+        # httpx logs every request's URL unmasked; service clients log their own, masked.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }

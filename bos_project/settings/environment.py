@@ -135,3 +135,17 @@ def positive_int(name: str, default: int) -> int:
     if value <= 0:
         raise ImproperlyConfigured(f"{name} must be a positive integer")
     return value
+
+
+def choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    value = str(env.str(name, default=default)).lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def json_value(name: str, default: object) -> object:
+    try:
+        return env.json(name, default=default)
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        raise ImproperlyConfigured(f"{name} must be valid JSON: {exc}") from exc

@@ -1,4 +1,5 @@
-"""`/healthz` (the process is alive) and `/readyz` (database, Redis, broker, Kafka reachable)."""
+"""`/healthz` (the process is alive) and `/readyz` (database, Redis, broker, Kafka reachable,
+the request consumers ready)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from kombu import Connection
+
+from orchestrator.kafka.health import consumer_snapshots
+from orchestrator.service_clients.health import services_detail
 
 
 def _database() -> None:
@@ -39,6 +43,25 @@ def _kafka() -> None:
     raise ConnectionError("; ".join(errors))
 
 
+def _consumers() -> dict[str, object]:
+    """The request consumers of this group, as each reports itself (orchestrator.kafka.health).
+
+    Not ready while none is ready, when BOS_READYZ_REQUIRE_CONSUMER is on (for the
+    consumer's own deployment); otherwise shown, not judged.
+    """
+    try:
+        members = [
+            {k: c.get(k) for k in ("member", "status", "ready", "assigned", "last_poll_at", "error")}
+            for c in consumer_snapshots()
+            if c.get("group") == settings.BOS_CONSUMER_GROUP
+        ]
+    except Exception as exc:  # noqa: BLE001 - Redis down is reported by its own check
+        return {"ok": not settings.BOS_READYZ_REQUIRE_CONSUMER, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    ready = sum(1 for m in members if m["ready"])
+    ok = ready > 0 or not settings.BOS_READYZ_REQUIRE_CONSUMER
+    return {"ok": ok, "ready": ready, "members": sorted(members, key=lambda m: str(m["member"]))}
+
+
 CHECKS: dict[str, Callable[[], None]] = {
     "database": _database,
     "redis": _redis,
@@ -61,5 +84,11 @@ def readyz(request: HttpRequest) -> JsonResponse:
             results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
         else:
             results[name] = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
+    results["consumers"] = _consumers()
     ready = all(r["ok"] for r in results.values())
-    return JsonResponse({"ready": ready, "checks": results}, status=200 if ready else 503)
+    # Downstream services are shown, never judged: one in trouble slows the phases that
+    # call it (retries, breaker), not BOS, so it must not take BOS out of rotation.
+    services = services_detail()
+    return JsonResponse(
+        {"ready": ready, "checks": results, "services": services}, status=200 if ready else 503
+    )

@@ -17,8 +17,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from orchestrator.api.lag_metrics import ConsumerLagCollector
 from orchestrator.breakers import breaker_states
 from orchestrator.models import Batch, OutboxEvent, PhaseRun
+from orchestrator.service_clients.metrics import ServiceClientCollector
 from orchestrator.states import BatchState
 
 PHASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -75,4 +77,6 @@ class DatabaseCollector:
 def metrics(request: HttpRequest) -> HttpResponse:
     registry = CollectorRegistry()
     registry.register(DatabaseCollector())
+    registry.register(ConsumerLagCollector())
+    registry.register(ServiceClientCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

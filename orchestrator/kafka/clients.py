@@ -8,9 +8,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from django.conf import settings
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka import KafkaProducer
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,21 +27,28 @@ def with_backoff(
     base: float = 0.5,
     cap: float = 30.0,
     max_wait: float | None = None,
+    on_retry: Callable[[float, Exception], object] | None = None,
 ) -> T:
-    """Call `make` until the broker is reachable, backing off exponentially (capped)."""
+    """Call `make` until the broker is reachable, backing off exponentially (capped).
+
+    Each failed attempt is logged, or reported to `on_retry(delay, error)` instead.
+    """
     delay, waited = base, 0.0
     while True:
         try:
             return make()
-        except UNREACHABLE:
+        except UNREACHABLE as exc:
             if should_stop() or (max_wait is not None and waited >= max_wait):
                 raise
-            logger.warning(
-                "%s: no Kafka broker reachable at %s; retrying in %.1fs",
-                what,
-                ",".join(settings.KAFKA_BOOTSTRAP_SERVERS),
-                delay,
-            )
+            if on_retry is not None:
+                on_retry(delay, exc)
+            else:
+                logger.warning(
+                    "%s: no Kafka broker reachable at %s; retrying in %.1fs",
+                    what,
+                    ",".join(settings.KAFKA_BOOTSTRAP_SERVERS),
+                    delay,
+                )
             time.sleep(delay)
             waited += delay
             delay = min(delay * 2, cap)
@@ -62,25 +68,15 @@ def make_producer(**overrides: object) -> KafkaProducer:
     return KafkaProducer(**config)
 
 
-def ensure_topics(topics: list[str], *, partitions: int = 1) -> None:
-    """Create the topics that do not exist yet (the consumer never auto-creates them)."""
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-        client_id="bos-admin",
-        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+def ensure_topics(topics: list[str], *, partitions: int | None = None) -> None:
+    """Create the topics that do not exist yet (the consumer never auto-creates them).
+
+    Each gets `partitions`, or the partitions BOS expects for its role (requests, DLQ,
+    events); see orchestrator.kafka.startup.
+    """
+    from orchestrator.kafka.startup import TopicSpec, expected_partitions, prepare_topics
+
+    prepare_topics(
+        [TopicSpec(t, partitions or expected_partitions(t)) for t in topics],
+        create=True,
     )
-    try:
-        existing = set(admin.list_topics())
-        missing = [t for t in topics if t not in existing]
-        if missing:
-            try:
-                admin.create_topics(
-                    [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
-                )
-                logger.info("created Kafka topics %s", ", ".join(missing))
-            except TopicAlreadyExistsError:
-                pass
-            except KafkaError as exc:
-                logger.warning("could not create topics %s: %s", missing, exc)
-    finally:
-        admin.close()

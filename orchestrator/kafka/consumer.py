@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, transaction
-from kafka import KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from orchestrator.contracts import contracts
 from orchestrator.errors import Conflict, OrchestrationError
-from orchestrator.kafka.clients import (
-    BOOTSTRAP_TIMEOUT_MS,
-    ensure_topics,
-    make_producer,
-    with_backoff,
-)
+from orchestrator.kafka.clients import BOOTSTRAP_TIMEOUT_MS, make_producer, with_backoff
+from orchestrator.kafka.health import ConsumerHealth
 from orchestrator.kafka.messages import (
     BatchRefData,
     BatchRequestedData,
@@ -36,6 +39,7 @@ from orchestrator.kafka.messages import (
     parse_data,
     parse_envelope,
 )
+from orchestrator.kafka.startup import consumer_topics, prepare_topics
 from orchestrator.models import Batch, ProcessedEvent, Tenant
 from orchestrator.services.batches import BatchRequest, batch_cancel, batch_create, batch_retry
 
@@ -99,8 +103,46 @@ HANDLERS: dict[str, Callable[[Envelope], str]] = {
 }
 
 
+ASSIGNORS = {
+    "cooperative-sticky": CooperativeStickyAssignor,
+    "sticky": StickyPartitionAssignor,
+    "roundrobin": RoundRobinPartitionAssignor,
+    "range": RangePartitionAssignor,
+}
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commits what was processed on partitions this consumer is about to lose."""
+
+    def __init__(self, owner: BatchRequestConsumer) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.owner.commit_processed(set(revoked), reason="revoked")
+        logger.info("partitions revoked: %s", _names(revoked))
+        # Under the cooperative protocol only the moving partitions are revoked.
+        self._show(self.owner.consumer.assignment() - set(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.owner.joined = True
+        logger.info("partitions assigned: %s", _names(assigned) or "none")
+        self._show(self.owner.consumer.assignment() | set(assigned))
+
+    def _show(self, current: set[TopicPartition]) -> None:
+        self.owner.assignment = current
+        self.owner.health.assigned(_names(current))
+
+
+def _names(partitions: Any) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)
+
+
 class BatchRequestConsumer:
-    """One consumer in the group: `poll_once()` is one step of the loop, callable from tests."""
+    """One consumer in the group: `poll_once()` is one step of the loop, callable from tests.
+
+    Start-up (orchestrator.kafka.startup) runs before anything is consumed; the health
+    snapshot says `ready` only once it passed and the group assigned partitions.
+    """
 
     def __init__(
         self,
@@ -112,6 +154,7 @@ class BatchRequestConsumer:
         max_records: int = 100,
         session_timeout_ms: int = 10_000,
         should_stop: Callable[[], bool] = lambda: False,
+        health: ConsumerHealth | None = None,
     ) -> None:
         self.topic = topic or settings.BOS_TOPIC_REQUESTS
         self.dlq_topic = dlq_topic or settings.BOS_TOPIC_DLQ
@@ -120,12 +163,42 @@ class BatchRequestConsumer:
         self.max_records = max_records
         self.should_stop = should_stop
         self.backoff = 0.0
-        with_backoff(
-            lambda: ensure_topics([self.topic, self.dlq_topic, settings.BOS_TOPIC_EVENTS]),
-            what="consumer start-up",
-            should_stop=should_stop,
+        self.health = health or ConsumerHealth(group=self.group_id, topic=self.topic)
+        self.assignment: set[TopicPartition] = set()
+        self.joined = False
+        # Offsets handled but not yet committed (a commit failed, or a rebalance came first).
+        self.processed: dict[TopicPartition, OffsetAndMetadata] = {}
+        try:
+            prepare_topics(
+                consumer_topics(self.topic, self.dlq_topic),
+                should_stop=should_stop,
+                on_step=self.health.step,
+            )
+            with self._step("schemas"):
+                contracts()  # a missing or broken schemas/ folder stops start-up, not a message
+            with self._step("join"):
+                self.consumer = self._connect(session_timeout_ms)
+                self.consumer.subscribe([self.topic], listener=_CommitOnRevoke(self))
+                self.producer = make_producer()
+        except Exception as exc:
+            self.health.failed(str(exc))
+            raise
+        logger.info(
+            "kafka.startup step=subscribe status=ok topic=%s group=%s dlq=%s assignment=%s",
+            self.topic,
+            self.group_id,
+            self.dlq_topic,
+            settings.BOS_KAFKA_ASSIGNMENT,
         )
-        self.consumer = with_backoff(
+
+    @contextmanager
+    def _step(self, name: str) -> Iterator[None]:
+        self.health.step(name, "running")
+        yield
+        self.health.step(name, "ok")
+
+    def _connect(self, session_timeout_ms: int) -> KafkaConsumer:
+        return with_backoff(
             lambda: KafkaConsumer(
                 bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
                 group_id=self.group_id,
@@ -133,8 +206,9 @@ class BatchRequestConsumer:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 allow_auto_create_topics=False,
+                partition_assignment_strategy=(ASSIGNORS[settings.BOS_KAFKA_ASSIGNMENT],),
                 bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
-                max_poll_records=max_records,
+                max_poll_records=self.max_records,
                 # How long the broker may hold an empty fetch; short, so a request
                 # arriving on an idle topic is picked up at once.
                 fetch_max_wait_ms=settings.BOS_KAFKA_FETCH_MAX_WAIT_MS,
@@ -143,12 +217,10 @@ class BatchRequestConsumer:
                 fetch_max_bytes=max(settings.BOS_MAX_MESSAGE_BYTES * 2, 52_428_800),
                 max_partition_fetch_bytes=settings.BOS_MAX_MESSAGE_BYTES + 1024 * 1024,
             ),
-            what="consumer start-up",
-            should_stop=should_stop,
+            what="kafka.startup step=join",
+            should_stop=self.should_stop,
+            cap=settings.BOS_KAFKA_BACKOFF_CAP_SECONDS,
         )
-        self.consumer.subscribe([self.topic])
-        self.producer = make_producer()
-        logger.info("consuming %s as group %s (DLQ %s)", self.topic, self.group_id, self.dlq_topic)
 
     def poll_once(self) -> PollStats:
         """Poll once, handle every record in order, commit what is done."""
@@ -156,10 +228,13 @@ class BatchRequestConsumer:
         if self.backoff:
             time.sleep(self.backoff)
         batches = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+        self.health.polled()
+        if self.joined and not self.health.state["ready"]:
+            self.health.ready()
+            logger.info("kafka.startup step=ready status=ok partitions=%s", ",".join(_names(self.assignment)))
         if not batches:
             return stats
         close_old_connections()
-        done: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, records in batches.items():
             for record in records:
                 try:
@@ -180,16 +255,37 @@ class BatchRequestConsumer:
                 if outcome == "dlq":
                     stats.dead_lettered += 1
                 stats.processed += 1
-                done[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+                self.processed[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
                 if self.should_stop():
                     break
             else:
                 self.backoff = 0.0
             if self.should_stop():
                 break
-        if done:
-            self.consumer.commit(offsets=done)
+        self.commit_processed(reason="polled")
         return stats
+
+    def commit_processed(self, partitions: set[TopicPartition] | None = None, *, reason: str) -> None:
+        """Commit the offsets handled so far (on `partitions` only, when given).
+
+        A failed commit is not fatal: the offsets stay pending and are committed with the
+        next poll or on revoke; if the partition moved on meanwhile, its new owner gets
+        the records again and the idempotent handlers make the second delivery harmless.
+        """
+        offsets = {tp: o for tp, o in self.processed.items() if partitions is None or tp in partitions}
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            logger.warning("commit of %s (%s) failed, will retry: %s", _names(offsets), reason, exc)
+            if partitions is not None:  # revoked: they are no longer ours to commit
+                for tp in offsets:
+                    self.processed.pop(tp, None)
+            return
+        for tp, offset in offsets.items():
+            if self.processed.get(tp) is offset:
+                del self.processed[tp]
 
     def _handle(self, record: ConsumerRecord) -> str:
         try:
@@ -236,6 +332,8 @@ class BatchRequestConsumer:
 
     def close(self) -> None:
         try:
+            self.commit_processed(reason="closing")
             self.consumer.close(autocommit=False)
         finally:
             self.producer.close(timeout=10)
+            self.health.stopped()

@@ -1,7 +1,12 @@
-"""Strict schemas of inbound Kafka messages (CONTRACT §2), validated with pydantic.
+"""Parsing inbound Kafka messages (CONTRACT §2): the JSON Schema check, then pydantic.
 
-A message that fails here can never succeed: the consumer dead-letters it with the
-reason. Unknown extra fields are ignored so producers can add fields compatibly.
+`parse_envelope` checks a message against its JSON Schema in `schemas/inbound/` (the
+contract, see orchestrator/contracts.py) and then parses it into the typed models
+below, which the consumer's handlers use. The two say the same; the models add what
+JSON Schema cannot say (item keys unique within a batch), and tests/unit/
+test_schema_agreement.py keeps them in step. A message that fails here can never
+succeed: the consumer dead-letters it with the reason. Unknown extra fields are
+ignored so producers can add fields compatibly.
 """
 
 from __future__ import annotations
@@ -98,8 +103,14 @@ def parse_envelope(value: bytes | None, *, max_bytes: int) -> Envelope:
         raw = json.loads(value.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MessageRejected("invalid_json", f"value is not UTF-8 JSON: {exc}") from exc
+    except RecursionError as exc:  # e.g. 100 000 nested arrays: would crash the consumer
+        raise MessageRejected("invalid_json", "value is nested too deeply to read") from exc
     if not isinstance(raw, dict):
         raise MessageRejected("invalid_schema", "value must be a JSON object")
+    # Imported here: orchestrator.contracts imports MessageRejected from this module.
+    from orchestrator.contracts import validate_inbound
+
+    validate_inbound(raw)
     try:
         return Envelope.model_validate(raw)
     except ValidationError as exc:

@@ -25,6 +25,7 @@ from orchestrator.handlers import BatchContext, ItemContext, ItemFailed, get_han
 from orchestrator.models import Batch, BatchItem, ItemResult, PhaseRun
 from orchestrator.payloads import payload_from_storage
 from orchestrator.selectors import iter_item_results, pipeline_plan
+from orchestrator.service_clients.context import handler_call_context
 from orchestrator.services.bulk import record_chunk_results
 from orchestrator.states import ItemState
 
@@ -130,6 +131,11 @@ def run_items(
     cb = breaker(dependency) if dependency else None
     if dependency and (wait := seconds_until_probe(dependency)) > 0:
         raise DependencyOpen(dependency, wait)
+    # Service clients log and send the batch's correlation id, and leave the dependency's
+    # breaker to `cb` here (counted once per item, not twice).
+    func = handler_call_context(
+        handler.func, correlation_id=batch.correlation_id or str(batch.id), dependency=dependency
+    )
     outcome = ChunkOutcome(items=len(items))
     for item_id, key, payload, state in items:
         if state != ItemState.PENDING:
@@ -144,7 +150,7 @@ def run_items(
             results=prior.get(item_id, {}),
         )
         try:
-            output = dict(cb.call(handler.func, ctx) if cb is not None else handler.func(ctx))
+            output = dict(cb.call(func, ctx) if cb is not None else func(ctx))
         except pybreaker.CircuitBreakerError as exc:
             # It opened during this chunk: the whole chunk waits for the probe.
             assert dependency is not None
@@ -221,7 +227,10 @@ def run_batch_handler(*, batch: Batch, phase: PhaseLike) -> BatchHandlerResult:
         phase_states={name: state for name, _, _, state in siblings},
     )
     try:
-        return BatchHandlerResult(output=dict(handler.func(ctx)))
+        func = handler_call_context(
+            handler.func, correlation_id=batch.correlation_id or str(batch.id), dependency=None
+        )
+        return BatchHandlerResult(output=dict(func(ctx)))
     except Exception as exc:  # noqa: BLE001 - recorded as the phase's failure
         logger.warning("phase %s of batch %s failed", phase.name, batch.id, exc_info=True)
         return BatchHandlerResult(

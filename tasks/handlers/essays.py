@@ -1,7 +1,9 @@
-"""Handlers of the demo pipeline `essay-analysis`: validate, spellcheck, text_stats, aggregate.
+"""Handlers of the demo pipeline `essay-analysis`: validate, spellcheck, text_stats,
+grade, score, aggregate.
 
 Real work on real text: pyspellchecker for misspellings, textstat 0.7.4 for readability
-(it needs only pyphen's bundled dictionaries, so it works offline).
+(it needs only pyphen's bundled dictionaries, so it works offline). `score` calls the
+demo's scoring service through its service client (docs/service-clients.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import textstat
 from spellchecker import SpellChecker
 
 from orchestrator.handlers import BatchContext, ItemContext, ItemFailed, batch_handler, item_handler
+from orchestrator.service_clients.scoring import ScoringClient
 
 WORD = re.compile(r"[A-Za-z']+")
 DEFAULT_MIN_WORDS = 3
@@ -94,6 +97,20 @@ def grade(ctx: ItemContext) -> dict[str, Any]:
     return {"score": round(score, 1), "grade": letter}
 
 
+@item_handler("essays.score", dependency="scoring")
+def score(ctx: ItemContext) -> dict[str, Any]:
+    """The scoring service's score (runs only when a batch asks for it: metadata scoring).
+
+    Its failures are the client's: a transient one is retried by the engine and counts
+    against the `scoring` breaker; a refusal (4xx) fails the item at once.
+    """
+    client = ScoringClient.shared()
+    model = client.model()  # cached in Redis (cache_ttl): one call per minute, not per item
+    result = client.score(_text(ctx))
+    passed = result["score"] >= float(model.get("pass_mark", 0.5))
+    return {"score": result["score"], "model": result["model"], "passed": passed}
+
+
 def _mean(values: list[float]) -> float | None:
     return round(statistics.fmean(values), 2) if values else None
 
@@ -121,6 +138,9 @@ def aggregate(ctx: BatchContext) -> dict[str, Any]:
     letters: Counter[str] = Counter()
     if ctx.phase_states.get("grading") == "succeeded":
         letters.update(out["grade"] for _key, ok, out in ctx.iter_item_results("grading") if ok)
+    scores: list[float] = []
+    if ctx.phase_states.get("score") == "succeeded":
+        scores = [out["score"] for _key, ok, out in ctx.iter_item_results("score") if ok]
     return {
         "grades": dict(sorted(letters.items())),
         "essays_analysed": len(reading),
@@ -131,4 +151,5 @@ def aggregate(ctx: BatchContext) -> dict[str, Any]:
         "spelling_error_rate_mean": _mean([r * 100 for r in error_rates]),
         "most_common_misspellings": [w for w, _ in common.most_common(10)],
         "worst_spelled": worst[1] if worst else None,
+        "score_mean": round(statistics.fmean(scores), 4) if scores else None,
     }

@@ -55,9 +55,10 @@ def test_rest_submission_completes_and_reads_back() -> None:
     assert detail["priority"] == 7 and detail["tenant"] == "acme"
     assert (detail["items_total"], detail["items_succeeded"], detail["items_failed"]) == (8, 8, 0)
     states = {p["name"]: p["state"] for p in detail["phases"]}
-    assert list(states) == ["validate", "spellcheck", "text_stats", "grading", "aggregate"]
-    assert states["grading"] == "skipped"  # the batch did not ask for grading
-    ran = [p for p in detail["phases"] if p["name"] != "grading"]
+    assert list(states) == ["validate", "spellcheck", "text_stats", "score", "grading", "aggregate"]
+    # The batch asked for neither scoring nor grading.
+    assert states["score"] == states["grading"] == "skipped"
+    ran = [p for p in detail["phases"] if p["name"] not in ("score", "grading")]
     assert all(p["state"] == "succeeded" and p["started_at"] and p["finished_at"] for p in ran)
     assert detail["report"]["aggregate"]["essays_analysed"] == 8
 
@@ -187,7 +188,7 @@ def test_schema_docs_health_and_metrics() -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.json()
-    assert set(ready.json()["checks"]) == {"database", "redis", "broker", "kafka"}
+    assert set(ready.json()["checks"]) == {"database", "redis", "broker", "kafka", "consumers"}
     batch_create(request=batch_request(), actor="test")
     metrics = client.get("/metrics").content.decode()
     assert 'bos_batches{state="accepted"} 1.0' in metrics

@@ -75,6 +75,7 @@ def test_snapshots_are_taken_for_batches_that_have_not_ended_only() -> None:
         "validate",
         "spellcheck",
         "text_stats",
+        "score",
         "grading",
         "aggregate",
     ]

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from bos_project.settings.environment import BASE_DIR
-from orchestrator.models import Membership, Tenant
+from orchestrator.models import Batch, Membership, OutboxEvent, Pipeline, PipelineVersion, Tenant
 from orchestrator.services.batches import BatchRequest
+from orchestrator.services.events import event_envelope
 from orchestrator.services.pipelines import pipeline_publish, pipeline_publish_file
+from tests.support.contracts import example_event_data
 
 
 class TenantFactory(factory.django.DjangoModelFactory):
@@ -36,6 +40,81 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     user = factory.SubFactory(UserFactory)
     tenant = factory.SubFactory(TenantFactory)
     role = Membership.Role.OPERATOR
+
+
+class PipelineFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Pipeline
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"pipeline-{n}")
+
+
+class PipelineVersionFactory(factory.django.DjangoModelFactory):
+    """A stored version of a one-phase pipeline (not published through the service)."""
+
+    class Meta:
+        model = PipelineVersion
+
+    pipeline = factory.SubFactory(PipelineFactory)
+    version = 1
+    definition = factory.LazyFunction(
+        lambda: {"phases": [{"name": "only", "handler": "test.count", "mode": "per_batch"}]}
+    )
+    checksum = factory.LazyFunction(lambda: uuid.uuid4().hex * 2)
+
+
+class BatchFactory(factory.django.DjangoModelFactory):
+    """A batch row alone (no items, phases or events): for tests that need a batch to point at."""
+
+    class Meta:
+        model = Batch
+
+    tenant = factory.SubFactory(TenantFactory)
+    external_id = factory.Sequence(lambda n: f"ext-{n}")
+    pipeline_version = factory.SubFactory(PipelineVersionFactory)
+    state = "running"
+
+
+class OutboxEventFactory(factory.django.DjangoModelFactory):
+    """A stored event with the envelope the services write, already published.
+
+    `at` is when it happened: the envelope's `occurred_at` and the row's `created_at`
+    (which `auto_now_add` would set to now), unless `stored_at` says otherwise. `data`
+    (what the type adds to the batch fields) defaults to its schema's example.
+    `published_at=None` makes an event the publisher has not sent yet.
+    """
+
+    class Meta:
+        model = OutboxEvent
+        skip_postgeneration_save = True
+
+    class Params:
+        at = factory.LazyFunction(timezone.now)
+        data = None
+
+    batch = factory.SubFactory(BatchFactory)
+    tenant = factory.SelfAttribute("batch.tenant")
+    event_type = "batch.phase_completed"
+    key = factory.LazyAttribute(lambda o: str(o.batch.id))
+    envelope = factory.LazyAttribute(
+        lambda o: event_envelope(
+            batch=o.batch,
+            event_type=o.event_type,
+            at=o.at,
+            # By default, what its type's checked-in example adds (e.g. `phase`): the schema's shape.
+            data=o.data if o.data is not None else example_event_data(o.event_type),
+        )
+    )
+    event_id = factory.LazyAttribute(lambda o: o.envelope["event_id"])
+    published_at = factory.LazyFunction(timezone.now)
+
+    @factory.post_generation
+    def stored_at(obj: OutboxEvent, create: bool, extracted: datetime | None, **kwargs: Any) -> None:
+        when = extracted or datetime.fromisoformat(obj.envelope["occurred_at"])
+        obj.created_at = when
+        if create:
+            OutboxEvent.objects.filter(pk=obj.pk).update(created_at=when)
 
 
 SAMPLE_TEXTS = [

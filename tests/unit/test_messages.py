@@ -35,6 +35,7 @@ def test_good_message_parses() -> None:
         (b"[1, 2]", "invalid_schema"),
         (None, "empty_message"),
         (b"x" * 20_000, "too_large"),
+        (b"[" * 5_000, "invalid_json"),
     ],
 )
 def test_unreadable_values_are_rejected(value: bytes | None, code: str) -> None:

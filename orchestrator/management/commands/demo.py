@@ -63,6 +63,11 @@ class Command(BaseCommand):
         parser.add_argument("--essays", type=int, default=50)
         parser.add_argument("--tenant", default=None)
         parser.add_argument("--timeout", type=float, default=300.0)
+        parser.add_argument(
+            "--scoring",
+            action="store_true",
+            help="also score the essays with the scoring service (the Procfile's `scoring` process)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         console = Console()
@@ -79,7 +84,12 @@ class Command(BaseCommand):
                 "external_id": external_id,
                 "pipeline": "essay-analysis",
                 "priority": 5,
-                "metadata": {"course": "EN101", "source": "make demo", "grading": True},
+                "metadata": {
+                    "course": "EN101",
+                    "source": "make demo",
+                    "grading": True,
+                    **({"scoring": True} if options["scoring"] else {}),
+                },
                 "items": sample_essays(options["essays"]),
             },
         }
