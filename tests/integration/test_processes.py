@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import uuid
 
 import pytest
 from django.conf import settings
 from kafka import KafkaConsumer, TopicPartition
 
-from bos_project.settings.environment import BASE_DIR
 from orchestrator.kafka.clients import ensure_topics
 from orchestrator.models import Batch
-from tests.conftest import database_url
 from tests.support.factories import request_message
 from tests.support.kafka import send_requests
+from tests.support.processes import start_command
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("essay_pipeline", "kafka_topics", "held_batches")]
-
-
-def start(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    return subprocess.Popen(
-        [sys.executable, "manage.py", *args],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def committed(group: str, topic: str) -> int:
@@ -52,7 +37,7 @@ def test_consumer_commits_what_it_stored_and_stops_on_sigterm() -> None:
     ensure_topics([topic])
     messages = [request_message() for _ in range(5)]
     send_requests(messages, topic=topic)
-    proc = start("consume_batches", "--topic", topic, "--group", group, "--session-timeout-ms", "6000")
+    proc = start_command("consume_batches", "--topic", topic, "--group", group, "--session-timeout-ms", "6000")
     try:
         ids = [m["data"]["external_id"] for m in messages]
         wait_for(lambda: Batch.objects.filter(external_id__in=ids).count() == 5, timeout=60, what="5 batches")
@@ -66,7 +51,7 @@ def test_consumer_commits_what_it_stored_and_stops_on_sigterm() -> None:
 
 
 def test_outbox_publisher_stops_on_sigterm() -> None:
-    proc = start("publish_outbox")
+    proc = start_command("publish_outbox")
     try:
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(timeout=3)  # it runs until told to stop
