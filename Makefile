@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run demo test lint typecheck schemas bench services services-down clean
+.PHONY: install run demo test lint typecheck schemas bench bench-ingest services services-down clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ schemas: install
 
 bench: install
 	$(PY) -m bos_project.devservices run -- $(PY) -m benchmarks.run $(BENCH_ARGS)
+
+# The Kafka consumer's ingest rate beside a plain kafka-python loop (docs/benchmarks.md).
+bench-ingest: install
+	$(PY) -m bos_project.devservices run -- $(PY) -m benchmarks.ingest $(BENCH_ARGS)
 
 services: install
 	$(PY) -m bos_project.devservices up

@@ -52,7 +52,7 @@ BOS_RETRY_JITTER = env.float("BOS_RETRY_JITTER", default=0.5)
 # countdown (the broker redelivers unacknowledged work after its visibility timeout).
 BOS_MAX_COUNTDOWN_SECONDS = env.float("BOS_MAX_COUNTDOWN_SECONDS", default=600.0)
 # Extra error classification rules: {"exception type name": "transient" | ...}.
-BOS_ERROR_RULES = json_value("BOS_ERROR_RULES", {})
+BOS_ERROR_RULES: dict[str, str] = json_value("BOS_ERROR_RULES", {})
 # Circuit breakers per downstream dependency.
 BOS_BREAKER_FAIL_MAX = positive_int("BOS_BREAKER_FAIL_MAX", 5)
 BOS_BREAKER_RESET_SECONDS = env.float("BOS_BREAKER_RESET_SECONDS", default=30.0)
@@ -84,7 +84,7 @@ BOS_KAFKA_BATCH_BYTES = positive_int("BOS_KAFKA_BATCH_BYTES", 256 * 1024)
 BOS_KAFKA_COMPRESSION = choice("BOS_KAFKA_COMPRESSION", ("none", "gzip", "lz4", "zstd"), "lz4")
 # [{"event_types": ["batch.failed", "batch.phase_*"], "tenants": ["acme"], "topic": "..."}]:
 # the first rule matching an event's type and tenant names its topic, else BOS_TOPIC_EVENTS.
-BOS_EVENT_ROUTES = json_value("BOS_EVENT_ROUTES", [])
+BOS_EVENT_ROUTES: list[dict[str, object]] = json_value("BOS_EVENT_ROUTES", [])
 # Consumer lag alert: lag above the threshold (messages) for this long raises an alert.
 BOS_LAG_ALERT_THRESHOLD = positive_int("BOS_LAG_ALERT_THRESHOLD", 1000)
 BOS_LAG_ALERT_SECONDS = env.float("BOS_LAG_ALERT_SECONDS", default=300.0)

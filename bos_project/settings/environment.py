@@ -13,6 +13,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import environ
@@ -144,7 +145,7 @@ def choice(name: str, choices: tuple[str, ...], default: str) -> str:
     return value
 
 
-def json_value(name: str, default: object) -> object:
+def json_value(name: str, default: Any) -> Any:
     try:
         return env.json(name, default=default)
     except ValueError as exc:  # json.JSONDecodeError is a ValueError

@@ -41,7 +41,8 @@ from orchestrator.kafka.messages import (
 )
 from orchestrator.kafka.startup import consumer_topics, prepare_topics
 from orchestrator.models import Batch, ProcessedEvent, Tenant
-from orchestrator.services.batches import BatchRequest, batch_cancel, batch_create, batch_retry
+from orchestrator.services.batches import BatchRequest, batch_cancel, batch_retry
+from orchestrator.services.intake import Intake, batch_create_many
 
 logger = logging.getLogger(__name__)
 TRANSIENT = (OperationalError, InterfaceError, ConnectionError)
@@ -54,7 +55,7 @@ class PollStats:
     retried: int = 0
 
 
-def _handle_requested(envelope: Envelope) -> str:
+def _intake_of(envelope: Envelope) -> Intake:
     data = parse_data(BatchRequestedData, envelope.data)
     request = BatchRequest(
         tenant=envelope.tenant,
@@ -67,8 +68,7 @@ def _handle_requested(envelope: Envelope) -> str:
         items=[{"key": i.key, "payload": i.payload} for i in data.items],
         correlation_id=envelope.correlation_id or envelope.event_id,
     )
-    result = batch_create(request=request, actor=f"kafka:{envelope.event_id}", event_id=envelope.event_id)
-    return f"batch {result.batch.id} {'created' if result.created else 'already exists'}"
+    return Intake(request=request, actor=f"kafka:{envelope.event_id}", event_id=envelope.event_id)
 
 
 def _handle_batch_command(service: Callable[..., Any], envelope: Envelope) -> str:
@@ -96,8 +96,7 @@ def _handle_batch_command(service: Callable[..., Any], envelope: Envelope) -> st
     return f"{envelope.event_type} applied to batch {batch_id}"
 
 
-HANDLERS: dict[str, Callable[[Envelope], str]] = {
-    "batch.requested": _handle_requested,
+COMMANDS: dict[str, Callable[[Envelope], str]] = {
     "batch.cancel_requested": lambda e: _handle_batch_command(batch_cancel, e),
     "batch.retry_requested": lambda e: _handle_batch_command(batch_retry, e),
 }
@@ -236,34 +235,105 @@ class BatchRequestConsumer:
             return stats
         close_old_connections()
         for tp, records in batches.items():
-            for record in records:
-                try:
-                    outcome = self._handle(record)
-                except TRANSIENT as exc:
-                    logger.warning(
-                        "transient failure at %s[%d]@%d, will retry: %s",
-                        tp.topic,
-                        tp.partition,
-                        record.offset,
-                        exc,
-                    )
-                    close_old_connections()
-                    self.consumer.seek(tp, record.offset)
-                    self.backoff = min(max(self.backoff * 2, 0.5), 30.0)
-                    stats.retried += 1
-                    break
-                if outcome == "dlq":
-                    stats.dead_lettered += 1
-                stats.processed += 1
-                self.processed[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
-                if self.should_stop():
-                    break
-            else:
+            if self._consume(tp, records, stats):
                 self.backoff = 0.0
             if self.should_stop():
                 break
         self.commit_processed(reason="polled")
         return stats
+
+    def _consume(self, tp: TopicPartition, records: list[ConsumerRecord], stats: PollStats) -> bool:
+        """Handle a partition's records in order; False when a transient failure rewound it.
+
+        Consecutive batch requests are stored together (orchestrator.services.intake: a
+        fixed number of statements for the lot); a command first stores the requests
+        before it, so it sees them. The commit point moves only past stored records.
+        """
+        pending: list[tuple[ConsumerRecord, Intake]] = []
+        stored = handled = 0  # records[:stored] took effect (or were dead-lettered)
+        rewound = False
+        try:
+            for record in records:
+                envelope = self._parse(record)
+                if envelope is None:
+                    stats.dead_lettered += 1
+                elif envelope.event_type == "batch.requested":
+                    try:
+                        pending.append((record, _intake_of(envelope)))
+                    except MessageRejected as exc:
+                        self._dead_letter(record, exc.code, exc.message)
+                        stats.dead_lettered += 1
+                else:
+                    stats.dead_lettered += self._store(pending)
+                    stats.dead_lettered += self._command(record, envelope)
+                handled += 1
+                stats.processed += 1
+                if not pending:
+                    stored = handled
+                if self.should_stop():
+                    break
+            stats.dead_lettered += self._store(pending)
+            stored = handled
+        except TRANSIENT as exc:
+            first = records[stored]
+            logger.warning(
+                "transient failure at %s[%d]@%d, will retry from there: %s",
+                tp.topic,
+                tp.partition,
+                first.offset,
+                exc,
+            )
+            close_old_connections()
+            self.consumer.seek(tp, first.offset)
+            self.backoff = min(max(self.backoff * 2, 0.5), 30.0)
+            stats.retried += 1
+            rewound = True
+        if stored:
+            self.processed[tp] = OffsetAndMetadata(records[stored - 1].offset + 1, "", -1)
+        return not rewound
+
+    def _parse(self, record: ConsumerRecord) -> Envelope | None:
+        """The record's envelope, or None once it was dead-lettered."""
+        try:
+            return parse_envelope(record.value, max_bytes=settings.BOS_MAX_MESSAGE_BYTES)
+        except MessageRejected as exc:
+            self._dead_letter(record, exc.code, exc.message)
+            return None
+
+    def _store(self, pending: list[tuple[ConsumerRecord, Intake]]) -> int:
+        """Store the pending requests in one transaction; dead-letter the ones refused."""
+        if not pending:
+            return 0
+        results = batch_create_many([intake for _, intake in pending])
+        refused = 0
+        for (record, _), result in zip(pending, results, strict=True):
+            if isinstance(result, OrchestrationError):
+                # Unknown pipeline or version, too many items, ...: it will never succeed.
+                self._dead_letter(record, result.code, result.message)
+                refused += 1
+                continue
+            logger.info(
+                "%s[%d]@%d batch.requested: batch %s %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                result.batch.id,
+                "created" if result.created else "already exists",
+            )
+        pending.clear()
+        return refused
+
+    def _command(self, record: ConsumerRecord, envelope: Envelope) -> int:
+        """Apply a cancel or retry command; 1 when it was dead-lettered."""
+        try:
+            message = COMMANDS[envelope.event_type](envelope)
+        except (MessageRejected, OrchestrationError) as exc:
+            self._dead_letter(record, exc.code, exc.message)
+            return 1
+        logger.info(
+            "%s[%d]@%d %s: %s", record.topic, record.partition, record.offset, envelope.event_type, message
+        )
+        return 0
 
     def commit_processed(self, partitions: set[TopicPartition] | None = None, *, reason: str) -> None:
         """Commit the offsets handled so far (on `partitions` only, when given).
@@ -286,27 +356,6 @@ class BatchRequestConsumer:
         for tp, offset in offsets.items():
             if self.processed.get(tp) is offset:
                 del self.processed[tp]
-
-    def _handle(self, record: ConsumerRecord) -> str:
-        try:
-            envelope = parse_envelope(record.value, max_bytes=settings.BOS_MAX_MESSAGE_BYTES)
-            message = HANDLERS[envelope.event_type](envelope)
-        except MessageRejected as exc:
-            self._dead_letter(record, exc.code, exc.message)
-            return "dlq"
-        except OrchestrationError as exc:
-            # Unknown pipeline or version, too many items, ...: it will never succeed.
-            self._dead_letter(record, exc.code, exc.message)
-            return "dlq"
-        logger.info(
-            "%s[%d]@%d %s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            envelope.event_type,
-            message,
-        )
-        return "ok"
 
     def _dead_letter(self, record: ConsumerRecord, code: str, message: str) -> None:
         headers = [

@@ -24,7 +24,7 @@ from orchestrator.models import (
     StateTransition,
     Tenant,
 )
-from orchestrator.pipelines import chunk_bounds
+from orchestrator.pipelines import PipelinePlan, chunk_bounds
 from orchestrator.selectors import pipeline_plan, resolve_pipeline_version
 from orchestrator.services.bulk import copy_items
 from orchestrator.services.events import ORCHESTRATOR, emit, outbox_event, transition
@@ -120,10 +120,7 @@ def batch_create(
             existing = _existing_for_event(event_id)
             if existing is not None:
                 return BatchCreateResult(existing, False)
-        audit = [
-            transition(batch, to=BatchState.RECEIVED, actor=actor, reason="requested", at=now),
-            transition(batch, to=BatchState.ACCEPTED, actor=ORCHESTRATOR, reason="pipeline planned", at=now),
-        ]
+        audit = accepted_audit(batch, actor=actor, at=now)
         try:
             with transaction.atomic():
                 batch.save(force_insert=True)
@@ -135,25 +132,7 @@ def batch_create(
                 ProcessedEvent.objects.filter(event_id=event_id).update(batch=existing)
             return BatchCreateResult(existing, False)
         copy_items(batch_id=batch.id, tenant_id=tenant.id, items=request.items)
-        PhaseRun.objects.bulk_create(
-            [
-                PhaseRun(
-                    batch_id=batch.id,
-                    tenant_id=tenant.id,
-                    name=spec.name,
-                    handler=spec.handler,
-                    mode=spec.mode,
-                    position=position,
-                    items_total=batch.items_total if spec.mode == "per_item" else 0,
-                    chunk_size=chunk_size,
-                    chunks_total=len(chunk_bounds(batch.items_total, chunk_size))
-                    if spec.mode == "per_item"
-                    else 1,
-                )
-                for position, spec in enumerate(plan.phases)
-                for chunk_size in [spec.chunk_size or settings.BOS_CHUNK_SIZE]
-            ]
-        )
+        PhaseRun.objects.bulk_create(phase_runs_for(batch, plan))
         StateTransition.objects.bulk_create(audit)
         emit([outbox_event(batch=batch, event_type="batch.accepted", at=now)])
         transaction.on_commit(partial(_enqueue_start, batch))
@@ -162,6 +141,33 @@ def batch_create(
         extra={"batch_id": str(batch.id), "tenant": tenant.slug, "external_id": batch.external_id},
     )
     return BatchCreateResult(batch, True)
+
+
+def accepted_audit(batch: Batch, *, actor: str, at: datetime) -> list[StateTransition]:
+    """A new batch's first two steps, received → accepted (unsaved rows; the batch moves)."""
+    return [
+        transition(batch, to=BatchState.RECEIVED, actor=actor, reason="requested", at=at),
+        transition(batch, to=BatchState.ACCEPTED, actor=ORCHESTRATOR, reason="pipeline planned", at=at),
+    ]
+
+
+def phase_runs_for(batch: Batch, plan: PipelinePlan) -> list[PhaseRun]:
+    """The unsaved phase rows of a new batch, one per phase of its plan."""
+    return [
+        PhaseRun(
+            batch_id=batch.id,
+            tenant_id=batch.tenant_id,
+            name=spec.name,
+            handler=spec.handler,
+            mode=spec.mode,
+            position=position,
+            items_total=batch.items_total if spec.mode == "per_item" else 0,
+            chunk_size=chunk_size,
+            chunks_total=len(chunk_bounds(batch.items_total, chunk_size)) if spec.mode == "per_item" else 1,
+        )
+        for position, spec in enumerate(plan.phases)
+        for chunk_size in [spec.chunk_size or settings.BOS_CHUNK_SIZE]
+    ]
 
 
 def _enqueue_start(batch: Batch) -> None:

@@ -20,6 +20,11 @@ from orchestrator.states import ItemState
 
 def copy_items(*, batch_id: UUID, tenant_id: int, items: Iterable[dict[str, Any]]) -> None:
     """Store a batch's items, numbered from 0 in the given order."""
+    copy_items_many([(batch_id, tenant_id, items)])
+
+
+def copy_items_many(batches: Iterable[tuple[UUID, int, Iterable[dict[str, Any]]]]) -> None:
+    """Store the items of several batches with one COPY, each numbered from 0."""
     with (
         connection.cursor() as cursor,
         cursor.cursor.copy(
@@ -27,9 +32,12 @@ def copy_items(*, batch_id: UUID, tenant_id: int, items: Iterable[dict[str, Any]
             " failed_phase, last_error, error_class) FROM STDIN"
         ) as copy,
     ):
-        for seq, item in enumerate(items):
-            payload = json.dumps(payload_to_storage(item.get("payload")), separators=(",", ":"))
-            copy.write_row((batch_id, tenant_id, seq, item["key"], payload, ItemState.PENDING, 0, "", "", ""))
+        for batch_id, tenant_id, items in batches:
+            for seq, item in enumerate(items):
+                payload = json.dumps(payload_to_storage(item.get("payload")), separators=(",", ":"))
+                copy.write_row(
+                    (batch_id, tenant_id, seq, item["key"], payload, ItemState.PENDING, 0, "", "", "")
+                )
 
 
 def record_chunk_results(

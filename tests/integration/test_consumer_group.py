@@ -102,9 +102,11 @@ def test_scaling_from_one_to_three_consumers_and_back_gives_every_batch_exactly_
         def shared() -> bool:
             views = [snapshot(tmp_path / f"c{i}.json") for i in (1, 2, 3)]
             owned = [set(v.get("assigned", [])) for v in views]
-            return all(v.get("ready") for v in views) and all(owned) and sum(map(len, owned)) == len(
-                set().union(*owned)
-            ) == settings.BOS_KAFKA_REQUEST_PARTITIONS
+            return (
+                all(v.get("ready") for v in views)
+                and all(owned)
+                and sum(map(len, owned)) == len(set().union(*owned)) == settings.BOS_KAFKA_REQUEST_PARTITIONS
+            )
 
         wait_for(shared, timeout=90, interval=0.2, what="three consumers sharing the partitions")
         during_three = stored()
@@ -131,7 +133,11 @@ def test_scaling_from_one_to_three_consumers_and_back_gives_every_batch_exactly_
     assert accepted == REQUESTS
     assert 0 < during_three < REQUESTS, "the scale-up happened mid-stream"
     # Nothing from this topic was dead-lettered.
-    dlq = [r for r in read_topic(settings.BOS_TOPIC_DLQ, timeout=2) if headers_of(r).get("bos-source-topic") == topic]
+    dlq = [
+        r
+        for r in read_topic(settings.BOS_TOPIC_DLQ, timeout=2)
+        if headers_of(r).get("bos-source-topic") == topic
+    ]
     assert dlq == []
     # The two that left handed their partitions back: both logged a revoke and committed.
     for name in ("c2", "c3"):

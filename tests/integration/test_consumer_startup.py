@@ -62,7 +62,9 @@ def test_consumer_waits_for_a_broker_that_is_down_then_starts(tmp_path: Path) ->
         broker = start_broker(port, tmp_path / "broker.log")
         wait_for(lambda: health_of(health_file).get("ready"), timeout=90, what="the consumer to be ready")
         steps = health_of(health_file)["steps"]
-        assert [steps[s]["status"] for s in ("connect", "topics", "writable", "schemas", "join")] == ["ok"] * 5
+        assert [steps[s]["status"] for s in ("connect", "topics", "writable", "schemas", "join")] == [
+            "ok"
+        ] * 5
 
         message = request_message()
         with override_settings(KAFKA_BOOTSTRAP_SERVERS=[servers]):

@@ -37,7 +37,9 @@ def test_consumer_commits_what_it_stored_and_stops_on_sigterm() -> None:
     ensure_topics([topic])
     messages = [request_message() for _ in range(5)]
     send_requests(messages, topic=topic)
-    proc = start_command("consume_batches", "--topic", topic, "--group", group, "--session-timeout-ms", "6000")
+    proc = start_command(
+        "consume_batches", "--topic", topic, "--group", group, "--session-timeout-ms", "6000"
+    )
     try:
         ids = [m["data"]["external_id"] for m in messages]
         wait_for(lambda: Batch.objects.filter(external_id__in=ids).count() == 5, timeout=60, what="5 batches")
