@@ -122,6 +122,15 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         # Under the cooperative protocol only the moving partitions are revoked.
         self._show(self.owner.consumer.assignment() - set(revoked))
 
+    def on_partitions_lost(self, lost: Any) -> None:
+        # Evicted (session expired, or closing out of generation): these offsets can no
+        # longer be committed by us, and kafka-python may call this on its IO thread,
+        # where a blocking commit is not allowed. The new owner gets the records again.
+        for tp in lost:
+            self.owner.processed.pop(tp, None)
+        logger.warning("partitions lost: %s", _names(lost))
+        self._show(self.owner.consumer.assignment() - set(lost))
+
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.owner.joined = True
         logger.info("partitions assigned: %s", _names(assigned) or "none")
@@ -347,9 +356,10 @@ class BatchRequestConsumer:
             return
         try:
             self.consumer.commit(offsets=offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            logger.warning("commit of %s (%s) failed, will retry: %s", _names(offsets), reason, exc)
-            if partitions is not None:  # revoked: they are no longer ours to commit
+        except (CommitFailedError, KafkaError, RuntimeError) as exc:
+            # RuntimeError: kafka-python refuses a blocking commit from its IO thread.
+            logger.warning("commit of %s (%s) failed: %s", _names(offsets), reason, exc)
+            if partitions is not None or reason == "closing":  # no longer ours to commit
                 for tp in offsets:
                     self.processed.pop(tp, None)
             return
@@ -383,6 +393,8 @@ class BatchRequestConsumer:
         try:
             self.commit_processed(reason="closing")
             self.consumer.close(autocommit=False)
+        except KafkaError as exc:  # leaving the group failed: the broker times the member out
+            logger.warning("closing the Kafka consumer failed: %s", exc)
         finally:
             self.producer.close(timeout=10)
             self.health.stopped()
