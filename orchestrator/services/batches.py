@@ -20,6 +20,7 @@ from orchestrator.models import (
     ChunkRun,
     ItemResult,
     PhaseRun,
+    PipelineVersion,
     ProcessedEvent,
     StateTransition,
     Tenant,
@@ -101,19 +102,7 @@ def batch_create(
     now = timezone.now()
     with transaction.atomic():
         tenant, _ = Tenant.objects.get_or_create(slug=request.tenant)
-        batch = Batch(
-            tenant=tenant,
-            external_id=request.external_id,
-            pipeline_version=version,
-            priority=request.priority,
-            deadline=request.deadline,
-            metadata=request.metadata,
-            correlation_id=request.correlation_id,
-            items_total=len(request.items),
-            state="",
-            parent_id=parent_phase.batch_id if parent_phase else None,
-            parent_phase=parent_phase,
-        )
+        batch = new_batch(request, tenant=tenant, version=version, parent_phase=parent_phase)
         # The event row names the batch before the batch row exists: foreign keys are
         # checked at commit (Django makes them DEFERRABLE INITIALLY DEFERRED).
         if event_id and not _claim_event(event_id, "batch.requested", tenant, batch.id):
@@ -141,6 +130,25 @@ def batch_create(
         extra={"batch_id": str(batch.id), "tenant": tenant.slug, "external_id": batch.external_id},
     )
     return BatchCreateResult(batch, True)
+
+
+def new_batch(
+    request: BatchRequest, *, tenant: Tenant, version: PipelineVersion, parent_phase: PhaseRun | None = None
+) -> Batch:
+    """The unsaved row of a requested batch (its state is set by `accepted_audit`)."""
+    return Batch(
+        tenant=tenant,
+        external_id=request.external_id,
+        pipeline_version=version,
+        priority=request.priority,
+        deadline=request.deadline,
+        metadata=request.metadata,
+        correlation_id=request.correlation_id,
+        items_total=len(request.items),
+        state="",
+        parent_id=parent_phase.batch_id if parent_phase else None,
+        parent_phase=parent_phase,
+    )
 
 
 def accepted_audit(batch: Batch, *, actor: str, at: datetime) -> list[StateTransition]:

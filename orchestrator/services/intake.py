@@ -28,6 +28,7 @@ from orchestrator.services.batches import (
     BatchRequest,
     _check_request,
     accepted_audit,
+    new_batch,
     phase_runs_for,
 )
 from orchestrator.services.bulk import copy_items_many
@@ -95,19 +96,7 @@ def _store(
             continue
         first_of[(request.tenant, request.external_id)] = i
         seen_events[intake.event_id] = i
-        tenant = tenants[request.tenant]
-        batch = Batch(
-            tenant=tenant,
-            external_id=request.external_id,
-            pipeline_version=version,
-            priority=request.priority,
-            deadline=request.deadline,
-            metadata=request.metadata,
-            correlation_id=request.correlation_id,
-            items_total=len(request.items),
-            state="",
-        )
-        fresh.append((i, intake, batch))
+        fresh.append((i, intake, new_batch(request, tenant=tenants[request.tenant], version=version)))
 
     claimed = _claim_events(fresh)
     known = [(i, intake) for i, intake, batch in fresh if intake.event_id not in claimed]
