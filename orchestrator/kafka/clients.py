@@ -19,6 +19,11 @@ UNREACHABLE = (KafkaTimeoutError, KafkaConnectionError)
 BOOTSTRAP_TIMEOUT_MS = 5000
 
 
+def next_backoff(current: float, *, cap: float, base: float = 0.5) -> float:
+    """The pause after one more failure: `base` first, then doubling, at most `cap`."""
+    return min(max(current * 2, base), cap)
+
+
 def with_backoff(
     make: Callable[[], T],
     *,
@@ -51,7 +56,7 @@ def with_backoff(
                 )
             time.sleep(delay)
             waited += delay
-            delay = min(delay * 2, cap)
+            delay = next_backoff(delay, cap=cap, base=base)
 
 
 def make_producer(**overrides: object) -> KafkaProducer:

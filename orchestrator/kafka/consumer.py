@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +28,7 @@ from kafka.structs import OffsetAndMetadata
 
 from orchestrator.contracts import contracts
 from orchestrator.errors import Conflict, OrchestrationError
-from orchestrator.kafka.clients import BOOTSTRAP_TIMEOUT_MS, make_producer, with_backoff
+from orchestrator.kafka.clients import BOOTSTRAP_TIMEOUT_MS, make_producer, next_backoff, with_backoff
 from orchestrator.kafka.health import ConsumerHealth
 from orchestrator.kafka.messages import (
     BatchRefData,
@@ -39,7 +38,7 @@ from orchestrator.kafka.messages import (
     parse_data,
     parse_envelope,
 )
-from orchestrator.kafka.startup import consumer_topics, prepare_topics
+from orchestrator.kafka.startup import consumer_topics, prepare_topics, startup_step
 from orchestrator.models import Batch, ProcessedEvent, Tenant
 from orchestrator.services.batches import BatchRequest, batch_cancel, batch_retry
 from orchestrator.services.intake import Intake, batch_create_many
@@ -137,7 +136,6 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self._show(self.owner.consumer.assignment() | set(assigned))
 
     def _show(self, current: set[TopicPartition]) -> None:
-        self.owner.assignment = current
         self.owner.health.assigned(_names(current))
 
 
@@ -172,7 +170,6 @@ class BatchRequestConsumer:
         self.should_stop = should_stop
         self.backoff = 0.0
         self.health = health or ConsumerHealth(group=self.group_id, topic=self.topic)
-        self.assignment: set[TopicPartition] = set()
         self.joined = False
         # Offsets handled but not yet committed (a commit failed, or a rebalance came first).
         self.processed: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -182,9 +179,9 @@ class BatchRequestConsumer:
                 should_stop=should_stop,
                 on_step=self.health.step,
             )
-            with self._step("schemas"):
+            with startup_step("schemas", self.health.step):
                 contracts()  # a missing or broken schemas/ folder stops start-up, not a message
-            with self._step("join"):
+            with startup_step("join", self.health.step):
                 self.consumer = self._connect(session_timeout_ms)
                 self.consumer.subscribe([self.topic], listener=_CommitOnRevoke(self))
                 self.producer = make_producer()
@@ -198,12 +195,6 @@ class BatchRequestConsumer:
             self.dlq_topic,
             settings.BOS_KAFKA_ASSIGNMENT,
         )
-
-    @contextmanager
-    def _step(self, name: str) -> Iterator[None]:
-        self.health.step(name, "running")
-        yield
-        self.health.step(name, "ok")
 
     def _connect(self, session_timeout_ms: int) -> KafkaConsumer:
         return with_backoff(
@@ -239,7 +230,10 @@ class BatchRequestConsumer:
         self.health.polled()
         if self.joined and not self.health.state["ready"]:
             self.health.ready()
-            logger.info("kafka.startup step=ready status=ok partitions=%s", ",".join(_names(self.assignment)))
+            logger.info(
+                "kafka.startup step=ready status=ok partitions=%s",
+                ",".join(_names(self.consumer.assignment())),
+            )
         if not batches:
             return stats
         close_old_connections()
@@ -294,7 +288,7 @@ class BatchRequestConsumer:
             )
             close_old_connections()
             self.consumer.seek(tp, first.offset)
-            self.backoff = min(max(self.backoff * 2, 0.5), 30.0)
+            self.backoff = next_backoff(self.backoff, cap=30.0)
             stats.retried += 1
             rewound = True
         if stored:

@@ -27,9 +27,9 @@ from django.utils import timezone
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from orchestrator.kafka.clients import make_producer, with_backoff
+from orchestrator.kafka.clients import make_producer, next_backoff, with_backoff
 from orchestrator.kafka.routing import all_event_topics, topic_for
-from orchestrator.kafka.startup import TopicSpec, expected_partitions, prepare_topics
+from orchestrator.kafka.startup import TopicSpec, prepare_topics
 from orchestrator.models import OutboxEvent
 from orchestrator.services.events import OUTBOX_CHANNEL
 
@@ -74,6 +74,11 @@ def event_headers(event_type: str, envelope: dict[str, Any]) -> list[tuple[str, 
     return headers
 
 
+def event_key(key: str) -> bytes:
+    """The Kafka key of a stored event (its batch id)."""
+    return key.encode()
+
+
 def event_value(envelope: dict[str, Any]) -> bytes:
     return json.dumps(envelope, separators=(",", ":")).encode()
 
@@ -94,8 +99,10 @@ class OutboxPublisher:
         self.producer_factory = producer_factory
         if prepare:
             prepare_topics(
-                [TopicSpec(t, settings.BOS_KAFKA_EVENT_PARTITIONS, written=True) for t in [topic] if t]
-                or [TopicSpec(t, expected_partitions(t), written=True) for t in all_event_topics()],
+                [
+                    TopicSpec(t, settings.BOS_KAFKA_EVENT_PARTITIONS, written=True)
+                    for t in ([topic] if topic else all_event_topics())
+                ],
                 should_stop=should_stop,
             )
         self.producer = self._connect()
@@ -124,7 +131,7 @@ class OutboxPublisher:
             futures = [
                 self.producer.send(
                     self.topic or topic_for(event_type, envelope.get("tenant")),
-                    key=key.encode(),
+                    key=event_key(key),
                     value=event_value(envelope),
                     headers=event_headers(event_type, envelope),
                 )
@@ -190,7 +197,7 @@ class OutboxPublisher:
             try:
                 sent = self.publish_once()
             except Exception as exc:  # noqa: BLE001 - the loop must survive broker and DB outages
-                self.backoff = min(max(self.backoff * 2, 0.5), settings.BOS_KAFKA_BACKOFF_CAP_SECONDS)
+                self.backoff = next_backoff(self.backoff, cap=settings.BOS_KAFKA_BACKOFF_CAP_SECONDS)
                 logger.warning("outbox publish failed (%s); retrying in %.1fs", exc, self.backoff)
                 close_old_connections()  # a connection broken by an outage is replaced
                 time.sleep(self.backoff)

@@ -33,7 +33,7 @@ from django.db.models.fields.json import KT
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from orchestrator.kafka.publisher import event_headers, event_value
+from orchestrator.kafka.publisher import event_headers, event_key, event_value
 from orchestrator.kafka.routing import topic_for, validate_topic_name
 from orchestrator.kafka.startup import StartupError, TopicSpec, prepare_topics
 from orchestrator.models import Batch, OutboxEvent, Tenant
@@ -49,11 +49,6 @@ ACK_TIMEOUT_SECONDS = 30
 
 class ReplayError(Exception):
     """A replay that cannot be made, or failed; the message tells the operator why."""
-
-
-def record_key(key: str) -> bytes:
-    """The Kafka key of a stored event, as the outbox publisher sends it."""
-    return key.encode()
 
 
 def replay_headers(
@@ -334,7 +329,7 @@ def replay(
         try:
             future = producer.send(
                 topic,
-                key=record_key(row.key),
+                key=event_key(row.key),
                 value=event_value(row.envelope),
                 headers=replay_headers(
                     row.event_type, row.envelope, replay_id=replay_id, replayed_at=headers_at

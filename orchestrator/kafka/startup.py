@@ -88,7 +88,7 @@ def log_step(step: str, status: str, **fields: Any) -> None:
 
 
 @contextmanager
-def _step(step: str, on_step: Callable[[str, str, str], None]) -> Iterator[dict[str, Any]]:
+def startup_step(step: str, on_step: Callable[[str, str, str], None]) -> Iterator[dict[str, Any]]:
     """Time a step and log its outcome; `fields` collects what the log line reports."""
     started = time.perf_counter()
     fields: dict[str, Any] = {}
@@ -117,7 +117,7 @@ def prepare_topics(
     """Run the start-up steps; raises StartupError naming the step that failed."""
     create = settings.BOS_KAFKA_CREATE_TOPICS if create is None else create
     servers = ",".join(settings.KAFKA_BOOTSTRAP_SERVERS)
-    with _step("connect", on_step) as fields:
+    with startup_step("connect", on_step) as fields:
         attempts = 0
 
         def connect() -> KafkaAdminClient:
@@ -149,9 +149,9 @@ def prepare_topics(
         )
         fields.update(servers=servers, attempts=attempts)
     try:
-        with _step("topics", on_step) as fields:
+        with startup_step("topics", on_step) as fields:
             fields.update(_check_topics(admin, topics, create=create))
-        with _step("writable", on_step) as fields:
+        with startup_step("writable", on_step) as fields:
             fields.update(_check_writable(admin, [t for t in topics if t.written]))
     finally:
         admin.close()

@@ -72,15 +72,21 @@ def _check_request(request: BatchRequest) -> None:
         raise InvalidRequest("invalid_priority", "priority must be between 0 and 9")
 
 
-def _claim_event(event_id: str, event_type: str, tenant: Tenant, batch_id: Any) -> bool:
-    """Record an inbound event id; False when it was already processed."""
+def claim_events(event_type: str, events: Sequence[tuple[str, int, Any]]) -> set[str]:
+    """Record inbound event ids `(event_id, tenant_id, batch_id)` in one statement.
+
+    Returns the ids that were new; the others were already processed.
+    """
+    if not events:
+        return set()
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO orchestrator_processedevent (event_id, event_type, tenant_id, batch_id, processed_at)"
-            " VALUES (%s, %s, %s, %s, now()) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-            [event_id, event_type, tenant.id, batch_id],
+            " SELECT e, %s, t, b, now() FROM unnest(%s::text[], %s::bigint[], %s::uuid[]) AS r(e, t, b)"
+            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            [event_type, [e[0] for e in events], [e[1] for e in events], [e[2] for e in events]],
         )
-        return cursor.fetchone() is not None
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _existing_for_event(event_id: str) -> Batch | None:
@@ -105,7 +111,7 @@ def batch_create(
         batch = new_batch(request, tenant=tenant, version=version, parent_phase=parent_phase)
         # The event row names the batch before the batch row exists: foreign keys are
         # checked at commit (Django makes them DEFERRABLE INITIALLY DEFERRED).
-        if event_id and not _claim_event(event_id, "batch.requested", tenant, batch.id):
+        if event_id and not claim_events("batch.requested", [(event_id, tenant.id, batch.id)]):
             existing = _existing_for_event(event_id)
             if existing is not None:
                 return BatchCreateResult(existing, False)

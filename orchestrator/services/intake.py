@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from orchestrator.errors import OrchestrationError
@@ -28,6 +28,7 @@ from orchestrator.services.batches import (
     BatchRequest,
     _check_request,
     accepted_audit,
+    claim_events,
     new_batch,
     phase_runs_for,
 )
@@ -98,7 +99,7 @@ def _store(
         seen_events[intake.event_id] = i
         fresh.append((i, intake, new_batch(request, tenant=tenants[request.tenant], version=version)))
 
-    claimed = _claim_events(fresh)
+    claimed = claim_events("batch.requested", [(k.event_id, b.tenant_id, b.id) for _, k, b in fresh])
     known = [(i, intake) for i, intake, batch in fresh if intake.event_id not in claimed]
     if known:
         by_event = dict(
@@ -143,19 +144,3 @@ def _store(
     for i, earlier in repeats:
         first = results[earlier]
         results[i] = BatchCreateResult(first.batch, False) if isinstance(first, BatchCreateResult) else first
-
-
-def _claim_events(fresh: list[tuple[int, Intake, Batch]]) -> set[str]:
-    """Record the inbound event ids in one statement; the ones that were new."""
-    if not fresh:
-        return set()
-    rows = [(intake.event_id, "batch.requested", batch.tenant.id, batch.id) for _, intake, batch in fresh]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO orchestrator_processedevent (event_id, event_type, tenant_id, batch_id, processed_at)"
-            " SELECT e, 'batch.requested', t, b, now()"
-            " FROM unnest(%s::text[], %s::bigint[], %s::uuid[]) AS r(e, t, b)"
-            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-            [[r[0] for r in rows], [r[2] for r in rows], [r[3] for r in rows]],
-        )
-        return {row[0] for row in cursor.fetchall()}
