@@ -99,6 +99,8 @@ class Batch(models.Model):
     error = models.TextField(blank=True)
     # The seq of the last StateTransition; the next one gets this + 1.
     transitions_count = models.PositiveIntegerField(default=0)
+    # The `sequence` of the last event of this batch (CONTRACT §3); the next one gets + 1.
+    events_count = models.PositiveBigIntegerField(default=0)
     # A child batch runs a sub-pipeline for a phase of its parent, which waits for it.
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
@@ -157,6 +159,7 @@ class BatchItem(models.Model):
             models.UniqueConstraint(fields=["batch", "seq"], name="item_unique_seq"),
             models.UniqueConstraint(fields=["batch", "key"], name="item_unique_key"),
         ]
+        indexes = [models.Index(fields=["batch", "state"], name="item_batch_state")]
 
     def __str__(self) -> str:
         return self.key
@@ -269,6 +272,8 @@ class ChunkRun(models.Model):
     phase_run = models.ForeignKey(PhaseRun, on_delete=models.CASCADE, related_name="chunks")
     start = models.PositiveIntegerField()
     end = models.PositiveIntegerField()
+    # The phase attempt (PhaseRun.attempts) that recorded it.
+    attempt = models.PositiveIntegerField(default=1)
     succeeded = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
@@ -279,6 +284,35 @@ class ChunkRun(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["phase_run", "start"], name="chunkrun_unique"),
         ]
+
+
+class WorkLease(models.Model):
+    """Who runs a chunk (or a per-batch phase, `start` 0) now, and until when.
+
+    Taken by the task when it starts, renewed by its heartbeat while its handler runs.
+    The reconciler re-sends only work whose lease expired without a result: never work
+    that is queued or alive. `attempt` is the phase attempt the holder works for.
+    """
+
+    phase_run = models.ForeignKey(PhaseRun, on_delete=models.CASCADE, related_name="leases")
+    start = models.PositiveIntegerField()
+    end = models.PositiveIntegerField()
+    attempt = models.PositiveIntegerField()
+    owner = models.CharField(max_length=200)
+    taken_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+    leased_until = models.DateTimeField()
+    # How often the work was taken over after its holder's lease expired.
+    takeovers = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["phase_run", "start"], name="worklease_unique"),
+        ]
+        indexes = [models.Index(fields=["leased_until"], name="worklease_until")]
+
+    def __str__(self) -> str:
+        return f"{self.phase_run_id}[{self.start}:{self.end}] {self.owner}"
 
 
 class StateTransition(models.Model):
