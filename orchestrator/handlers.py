@@ -93,12 +93,12 @@ def item_handler(
 
 
 def batch_handler(
-    name: str,
+    name: str, *, dependency: str | None = None
 ) -> Callable[[Callable[[BatchContext], Mapping[str, Any]]], Callable[[BatchContext], Mapping[str, Any]]]:
     def register(
         func: Callable[[BatchContext], Mapping[str, Any]],
     ) -> Callable[[BatchContext], Mapping[str, Any]]:
-        _REGISTRY[name] = Handler(name, "per_batch", func)
+        _REGISTRY[name] = Handler(name, "per_batch", func, dependency=dependency)
         return func
 
     return register

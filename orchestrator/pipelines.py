@@ -12,7 +12,7 @@ from __future__ import annotations
 import graphlib
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -266,3 +266,29 @@ def choose_version(split: Sequence[Mapping[str, int]], key: str) -> int:
 def chunk_bounds(total: int, size: int) -> list[tuple[int, int]]:
     """Half-open item-sequence ranges [start, end) covering `total` items."""
     return [(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def missing_ranges(recorded: Iterable[tuple[int, int]], total: int, size: int) -> list[tuple[int, int]]:
+    """The ranges of [0, total) that no recorded range covers, cut on the chunk grid.
+
+    A chunk stopped early (a soft time limit) records [start, k); what is left starts at
+    k. Cutting gaps on the grid of `size` keeps every range that may be sent again
+    starting where an earlier task of the same items started, so the chunk record's
+    uniqueness on (phase, start) keeps two tasks from recording the same items.
+    """
+    gaps: list[tuple[int, int]] = []
+    position = 0
+    for start, end in sorted(recorded):
+        if start > position:
+            gaps.append((position, start))
+        position = max(position, end)
+    if position < total:
+        gaps.append((position, total))
+    ranges: list[tuple[int, int]] = []
+    for start, end in gaps:
+        cut = start
+        while cut < end:
+            grid = (cut // size + 1) * size
+            ranges.append((cut, min(grid, end)))
+            cut = min(grid, end)
+    return ranges

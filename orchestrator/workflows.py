@@ -5,6 +5,10 @@ whose callback records the phase's completion; an error callback records its fai
 if a chunk task fails for good, so a phase never hangs. A per-batch phase is one task;
 a sub-pipeline phase is one task that creates and starts the child batch. Queues come
 from the routing rules (orchestrator/routing.py); None means the task's default queue.
+
+Tasks are named, never imported: the domain package does not depend on `tasks/`. Every
+task about a phase carries the phase attempt it works for, so whatever it writes is
+fenced (a leftover of an earlier attempt changes nothing).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from celery import chord
+from celery import chord, current_app, signature
+from celery.canvas import Signature
 from django.conf import settings
 
 from orchestrator.models import Batch, PhaseRun
@@ -35,6 +40,13 @@ def _options(queue: str | None) -> dict[str, Any]:
     return {"queue": queue} if queue else {}
 
 
+CHUNK_TASK = "tasks.phases.run_item_chunk_task"
+BATCH_PHASE_TASK = "tasks.phases.run_batch_phase_task"
+PHASE_COMPLETE_TASK = "tasks.orchestration.phase_complete_task"
+PHASE_FAIL_TASK = "tasks.orchestration.phase_fail_task"
+CHILD_START_TASK = "tasks.orchestration.child_batch_start_task"
+
+
 @dataclass(frozen=True)
 class PhaseDispatch:
     """What it takes to send a started phase to the workers (built under the lock).
@@ -52,6 +64,8 @@ class PhaseDispatch:
     chunks: tuple[tuple[int, int], ...] | None = None
     # The attempt its chunk tasks start at (2 after a first try ran inline).
     attempt: int = 1
+    # The phase's attempt (PhaseRun.attempts): its tasks' writes are fenced by it.
+    phase_attempt: int = 0
 
     @classmethod
     def of(
@@ -70,31 +84,57 @@ class PhaseDispatch:
             orchestration_queue=queue_for(batch, "orchestration"),
             chunks=chunks,
             attempt=attempt,
+            phase_attempt=phase.attempts,
         )
 
 
-def dispatch_phase(d: PhaseDispatch) -> None:
-    from tasks.orchestration import child_batch_start_task, phase_complete_task, phase_fail_task
-    from tasks.phases import run_batch_phase_task, run_item_chunk_task
+def _sig(name: str, *args: Any, queue: str | None) -> Signature:
+    return signature(name, args=args, immutable=True, app=current_app).set(**_options(queue))
 
-    work, orchestration = _options(d.work_queue), _options(d.orchestration_queue)
+
+def dispatch_phase(d: PhaseDispatch) -> None:
     if d.mode == "per_batch":
-        run_batch_phase_task.apply_async((d.phase_run_id, d.attempt), **work)
+        _sig(BATCH_PHASE_TASK, d.phase_run_id, d.attempt, d.phase_attempt, queue=d.work_queue).apply_async()
         return
     if d.mode == "sub_pipeline":
-        child_batch_start_task.apply_async((d.phase_run_id,), **orchestration)
+        _sig(CHILD_START_TASK, d.phase_run_id, queue=d.orchestration_queue).apply_async()
         return
     header = [
-        run_item_chunk_task.si(d.phase_run_id, start, end, d.attempt).set(**work)
+        _sig(CHUNK_TASK, d.phase_run_id, start, end, d.attempt, d.phase_attempt, queue=d.work_queue)
         for start, end in (d.chunks or chunk_bounds(d.items_total, d.chunk_size))
     ]
-    body = phase_complete_task.si(d.phase_run_id).set(**orchestration)
+    body = _sig(PHASE_COMPLETE_TASK, d.phase_run_id, d.phase_attempt, queue=d.orchestration_queue)
     body.on_error(
-        phase_fail_task.si(d.phase_run_id, "a chunk task of this phase failed for good").set(**orchestration)
+        _sig(
+            PHASE_FAIL_TASK,
+            d.phase_run_id,
+            "a chunk task of this phase failed for good",
+            d.phase_attempt,
+            queue=d.orchestration_queue,
+        )
     )
     chord(header)(body)
 
 
+def send_chunks(
+    batch: Batch, phase_run_id: int, chunks: tuple[tuple[int, int], ...], *, phase_attempt: int
+) -> None:
+    """Send chunks on their own, outside any chord (the rest of a chunk that was stopped
+    early): the phase completes when its chunk records cover all items."""
+    queue = queue_for(batch, "items")
+    for start, end in chunks:
+        _sig(CHUNK_TASK, phase_run_id, start, end, 1, phase_attempt, queue=queue).apply_async()
+
+
+def send_phase_complete(batch: Batch, phase_run_id: int, *, phase_attempt: int) -> None:
+    """Ask for a phase's completion (its items are all recorded); idempotent and fenced."""
+    _sig(
+        PHASE_COMPLETE_TASK, phase_run_id, phase_attempt, queue=queue_for(batch, "orchestration")
+    ).apply_async()
+
+
 def enqueue_orchestration(task: Any, args: tuple[Any, ...], batch: Batch, countdown: float = 0) -> None:
-    """Send an orchestration task about `batch` to the queue its routing rules choose."""
-    task.apply_async(args, countdown=countdown, **_options(queue_for(batch, "orchestration")))
+    """Send an orchestration task (a task or its name) about `batch` to the queue its
+    routing rules choose."""
+    name = task if isinstance(task, str) else task.name
+    current_app.send_task(name, args=args, countdown=countdown, **_options(queue_for(batch, "orchestration")))

@@ -41,13 +41,13 @@ def batch_start_task(batch_id: str) -> None:
 
 
 @shared_task(name="tasks.orchestration.phase_complete_task", base=RetryingTask)
-def phase_complete_task(phase_run_id: int) -> None:
-    phase_complete(phase_run_id=phase_run_id, inline=True)
+def phase_complete_task(phase_run_id: int, phase_attempt: int = 0) -> None:
+    phase_complete(phase_run_id=phase_run_id, inline=True, phase_attempt=phase_attempt)
 
 
 @shared_task(name="tasks.orchestration.phase_fail_task", base=RetryingTask)
-def phase_fail_task(phase_run_id: int, error: str) -> None:
-    phase_fail(phase_run_id=phase_run_id, error=error, inline=True)
+def phase_fail_task(phase_run_id: int, error: str, phase_attempt: int = 0) -> None:
+    phase_fail(phase_run_id=phase_run_id, error=error, inline=True, phase_attempt=phase_attempt)
 
 
 @shared_task(name="tasks.orchestration.child_batch_start_task", base=RetryingTask)

@@ -19,8 +19,15 @@ from orchestrator.services.phases import RetryChunk, phase_batch_run, phase_chun
 from tasks.orchestration import RetryingTask
 
 
+def retry_options(task: Any) -> dict[str, Any]:
+    """Options for `task.retry` that never run out: waiting is bounded by time (the
+    services decide when to give up), not by Celery's retry count (`max_retries=None`
+    would mean the task class's own limit)."""
+    return {"max_retries": task.request.retries + 1}
+
+
 def _retry_later(
-    task: Any, retry: RetryChunk, phase_run_id: int, args: tuple[Any, ...], attempt: int
+    task: Any, retry: RetryChunk, phase_run_id: int, args: tuple[Any, ...], attempt: int, phase_attempt: int
 ) -> Exception | None:
     """Note the coming retry on the phase; hand the task back to Celery for a countdown,
     or, for a wait longer than a countdown may safely be, store it for beat (None)."""
@@ -40,17 +47,26 @@ def _retry_later(
             reason=retry.reason,
         )
         return None
-    return task.retry(args=(*args, next_attempt), countdown=retry.delay, max_retries=None, exc=retry)  # type: ignore[no-any-return]
+    return task.retry(  # type: ignore[no-any-return]
+        args=(*args, next_attempt, phase_attempt), countdown=retry.delay, exc=retry, **retry_options(task)
+    )
 
 
 @shared_task(name="tasks.phases.run_item_chunk_task", base=RetryingTask, bind=True)
 def run_item_chunk_task(
-    self: Any, phase_run_id: int, start: int, end: int, attempt: int = 1
+    self: Any, phase_run_id: int, start: int, end: int, attempt: int = 1, phase_attempt: int = 0
 ) -> dict[str, int]:
     try:
-        return phase_chunk_run(phase_run_id=phase_run_id, start=start, end=end, attempt=attempt)
+        return phase_chunk_run(
+            phase_run_id=phase_run_id,
+            start=start,
+            end=end,
+            attempt=attempt,
+            phase_attempt=phase_attempt,
+            task_id=self.request.id,
+        )
     except RetryChunk as retry:
-        later = _retry_later(self, retry, phase_run_id, (phase_run_id, start, end), attempt)
+        later = _retry_later(self, retry, phase_run_id, (phase_run_id, start, end), attempt, phase_attempt)
         if later is not None:
             raise later from retry
     # Deferred: this member of the chord ends; the phase waits until the chunk is recorded.
@@ -58,10 +74,16 @@ def run_item_chunk_task(
 
 
 @shared_task(name="tasks.phases.run_batch_phase_task", base=RetryingTask, bind=True)
-def run_batch_phase_task(self: Any, phase_run_id: int, attempt: int = 1) -> None:
+def run_batch_phase_task(self: Any, phase_run_id: int, attempt: int = 1, phase_attempt: int = 0) -> None:
     try:
-        phase_batch_run(phase_run_id=phase_run_id, inline=True, attempt=attempt)
+        phase_batch_run(
+            phase_run_id=phase_run_id,
+            inline=True,
+            attempt=attempt,
+            phase_attempt=phase_attempt,
+            task_id=self.request.id,
+        )
     except RetryChunk as retry:
-        later = _retry_later(self, retry, phase_run_id, (phase_run_id,), attempt)
+        later = _retry_later(self, retry, phase_run_id, (phase_run_id,), attempt, phase_attempt)
         if later is not None:
             raise later from retry

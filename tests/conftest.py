@@ -209,3 +209,5 @@ def held_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     monkeypatch.setattr("orchestrator.services.batches._enqueue_start", lambda batch: None)
     monkeypatch.setattr("orchestrator.services.progress._enqueue_phases", lambda dispatch: None)
+    monkeypatch.setattr("orchestrator.services.phases.send_phase_complete", lambda *a, **k: None)
+    monkeypatch.setattr("orchestrator.services.phases.send_chunks", lambda *a, **k: None)

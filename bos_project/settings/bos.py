@@ -39,10 +39,19 @@ BOS_DEMO_TENANT = env.str("BOS_DEMO_TENANT", default="demo")
 # Rollback: attempts per compensation, and the first retry delay (doubling each time).
 BOS_COMPENSATION_MAX_ATTEMPTS = positive_int("BOS_COMPENSATION_MAX_ATTEMPTS", 3)
 BOS_COMPENSATION_BACKOFF_SECONDS = env.float("BOS_COMPENSATION_BACKOFF_SECONDS", default=2.0)
-# Reconciler (beat): how often it runs, and how long a phase may show no progress, or a
-# batch stay accepted, before its missing work is sent again. Longer than any chunk runs.
-BOS_RECONCILE_INTERVAL_SECONDS = env.float("BOS_RECONCILE_INTERVAL_SECONDS", default=30.0)
-BOS_STALE_AFTER_SECONDS = env.float("BOS_STALE_AFTER_SECONDS", default=600.0)
+# Leases (docs/resilience.md#leases): a running chunk or per-batch phase holds a lease that
+# its heartbeat renews every third of this; work whose lease expired without a result is
+# sent again by the reconciler. It bounds how long a dead worker's work waits.
+BOS_LEASE_SECONDS = env.float("BOS_LEASE_SECONDS", default=30.0)
+if BOS_LEASE_SECONDS < 3:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("BOS_LEASE_SECONDS must be at least 3 (the heartbeat renews every third)")
+# Reconciler (beat): how often it looks for expired leases and lost starts.
+BOS_RECONCILE_INTERVAL_SECONDS = env.float("BOS_RECONCILE_INTERVAL_SECONDS", default=10.0)
+# The longest work waits for a dependency whose breaker is open (a batch's `deadline`, when
+# it has one, comes first); then its items fail with class `dependency`.
+BOS_MAX_WAIT_SECONDS = env.float("BOS_MAX_WAIT_SECONDS", default=24 * 3600.0)
 # Retries of items that failed transiently (a phase's `retry` may override them).
 BOS_RETRY_MAX_ATTEMPTS = positive_int("BOS_RETRY_MAX_ATTEMPTS", 3)
 BOS_RETRY_BASE_SECONDS = env.float("BOS_RETRY_BASE_SECONDS", default=1.0)

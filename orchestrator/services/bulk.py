@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,7 +16,7 @@ from uuid import UUID
 from django.db import connection
 
 from orchestrator.payloads import payload_to_storage
-from orchestrator.states import ItemState
+from orchestrator.states import ItemState, PhaseState
 
 
 def copy_items(*, batch_id: UUID, tenant_id: int, items: Iterable[dict[str, Any]]) -> None:
@@ -40,6 +41,16 @@ def copy_items_many(batches: Iterable[tuple[UUID, int, Iterable[dict[str, Any]]]
                 )
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What recording a chunk did: `stored` False when it was already recorded, or its
+    phase is no longer running at the writer's attempt (a stale write changes nothing);
+    `phase_covered` when this chunk was the one that completed the phase's items."""
+
+    stored: bool
+    phase_covered: bool = False
+
+
 def record_chunk_results(
     *,
     phase_run_id: int,
@@ -49,28 +60,38 @@ def record_chunk_results(
     started_at: datetime,
     rows: Sequence[tuple[int, bool, Any, str, str]],
     failures: Sequence[tuple[int, str, str]],
-    items: int,
     skipped: int,
     count_progress: bool,
-) -> bool:
-    """Record one chunk in a single statement; False when it was already recorded.
+    attempt: int = 0,
+) -> Recorded:
+    """Record one chunk in a single statement, fenced by the phase's state and attempt.
 
-    The chunk's idempotency row is inserted first; the results, the failed items and
-    the phase's progress are written only if that insert happened, all in one atomic
+    The phase row is locked and must be `running` at `attempt` (0: any attempt), so a
+    write from a stale task (an attempt that was retried, a cancelled batch) changes
+    nothing, and a cancel that commits first is seen. The chunk's idempotency row is
+    inserted next; the results, the failed items, the phase's progress and the release of
+    the chunk's lease are written only if that insert happened, all in one atomic
     statement (data-modifying CTEs): one round trip per chunk, whatever its size.
     """
     params: list[Any] = [
         phase_run_id,
+        PhaseState.RUNNING.value,
+        attempt,
+        attempt,
         start,
         end,
         len(rows) - len(failures),
         len(failures),
         skipped,
         started_at,
+        attempt,
     ]
     parts = [
-        'WITH claim AS (INSERT INTO orchestrator_chunkrun (phase_run_id, start, "end", succeeded,'
-        " failed, skipped, started_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, now())"
+        "WITH phase AS (SELECT id, attempts FROM orchestrator_phaserun WHERE id = %s AND state = %s"
+        " AND (%s = 0 OR attempts = %s) FOR UPDATE),"
+        ' claim AS (INSERT INTO orchestrator_chunkrun (phase_run_id, start, "end", succeeded,'
+        " failed, skipped, started_at, finished_at, attempt)"
+        " SELECT phase.id, %s, %s, %s, %s, %s, %s, now(), GREATEST(%s, phase.attempts) FROM phase"
         " ON CONFLICT (phase_run_id, start) DO NOTHING RETURNING id)"
     ]
     if rows:
@@ -96,16 +117,23 @@ def record_chunk_results(
         )
         params += [ItemState.FAILED, phase]
         params += [p for failure in failures for p in failure]
+    parts.append(
+        ", released AS (DELETE FROM orchestrator_worklease WHERE phase_run_id = %s AND start = %s"
+        " AND EXISTS (SELECT 1 FROM claim))"
+    )
+    params += [phase_run_id, start]
     if count_progress:
         parts.append(
             ", progress AS (UPDATE orchestrator_phaserun SET chunks_done = chunks_done + 1,"
             " items_done = items_done + %s, items_failed = items_failed + %s,"
             " work_started_at = LEAST(work_started_at, %s::timestamptz)"
-            " WHERE id = %s AND EXISTS (SELECT 1 FROM claim))"
+            " WHERE id = %s AND EXISTS (SELECT 1 FROM claim) RETURNING items_done >= items_total AS covered)"
+            " SELECT (SELECT count(*) FROM claim), COALESCE((SELECT covered FROM progress), false)"
         )
-        params += [items, len(failures), started_at, phase_run_id]
-    parts.append(" SELECT count(*) FROM claim")
+        params += [end - start, len(failures), started_at, phase_run_id]
+    else:
+        parts.append(" SELECT (SELECT count(*) FROM claim), false")
     with connection.cursor() as cursor:
         cursor.execute("".join(parts), params)
         row = cursor.fetchone()
-    return bool(row and row[0])
+    return Recorded(stored=bool(row and row[0]), phase_covered=bool(row and row[1]))

@@ -112,9 +112,7 @@ def _check_history(page: list[UUID], batches: dict[UUID, Batch]) -> list[Problem
     return problems
 
 
-def check_batches(
-    *, repair: bool = False, stale_after: float | None = None, progress: Callable[[int], None] | None = None
-) -> CheckReport:
+def check_batches(*, repair: bool = False, progress: Callable[[int], None] | None = None) -> CheckReport:
     """Check every batch; with `repair`, fix what is safe (counts, lost work)."""
     from orchestrator.services.reconcile import reconcile, stale_phases
 
@@ -131,15 +129,18 @@ def check_batches(
                 report.repaired.append(problem)
         if progress:
             progress(len(page))
-    for phase in stale_phases(stale_after=stale_after):
+    for phase in stale_phases():
         problem = Problem(
-            phase.batch_id, "live_work", f"phase {phase.name} is running with no progress", repairable=True
+            phase.batch_id,
+            "live_work",
+            f"phase {phase.name} has lost work (an expired lease, or nothing alive)",
+            repairable=True,
         )
         report.problems.append(problem)
         if repair:
             report.repaired.append(problem)
     if repair:
-        reconcile(stale_after=stale_after)
+        reconcile()
     return report
 
 

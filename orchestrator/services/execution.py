@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import pybreaker
+from billiard.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from orchestrator.breakers import breaker, seconds_until_probe
@@ -26,7 +28,8 @@ from orchestrator.models import Batch, BatchItem, ItemResult, PhaseRun
 from orchestrator.payloads import payload_from_storage
 from orchestrator.selectors import iter_item_results, pipeline_plan
 from orchestrator.service_clients.context import handler_call_context
-from orchestrator.services.bulk import record_chunk_results
+from orchestrator.service_clients.errors import CircuitOpen
+from orchestrator.services.bulk import Recorded, record_chunk_results
 from orchestrator.states import ItemState
 
 logger = logging.getLogger(__name__)
@@ -75,6 +78,10 @@ class ChunkOutcome:
     skipped: int = 0
     results: list[tuple[int, bool, Any, str, str]] = field(default_factory=list)
     failures: list[tuple[int, str, str]] = field(default_factory=list)
+    # Where the items looked at end: the chunk's end, or earlier when it was stopped (its
+    # soft time limit, a cancel); what is left, [end, chunk end), is not recorded here.
+    end: int = 0
+    stopped: str = ""
 
     @property
     def retryable(self) -> list[tuple[int, str, str]]:
@@ -108,13 +115,21 @@ def load_items(batch_id: UUID, start: int, end: int) -> list[ItemRow]:
 
 
 def run_items(
-    *, batch: Batch, phase: PhaseLike, start: int, end: int, items: list[ItemRow] | None = None
+    *,
+    batch: Batch,
+    phase: PhaseLike,
+    start: int,
+    end: int,
+    items: list[ItemRow] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ChunkOutcome:
     """Apply a per-item phase's handler to items [start, end); nothing is written.
 
     Items that failed in an earlier phase are skipped. An item whose handler raises is
     a failed item, not a failed chunk. `items` may be given already loaded (with their
-    current states), else they are read.
+    current states), else they are read. The loop stops at the next item boundary when
+    `should_stop()` turns true (the lease was lost: cancelled, taken over) or the task's
+    soft time limit is reached; `outcome.end` then says how far it got.
     """
     spec = pipeline_plan(batch.pipeline_version).phase(phase.name)
     handler = get_handler(phase.handler)
@@ -136,8 +151,12 @@ def run_items(
     func = handler_call_context(
         handler.func, correlation_id=batch.correlation_id or str(batch.id), dependency=dependency
     )
-    outcome = ChunkOutcome(items=len(items))
+    outcome = ChunkOutcome(items=len(items), end=start)
     for item_id, key, payload, state in items:
+        if should_stop is not None and should_stop():
+            outcome.stopped = "its lease was lost (cancelled, retried or taken over)"
+            break
+        outcome.end += 1
         if state != ItemState.PENDING:
             # Failed in an earlier phase; or, when only failed items are retried, done.
             outcome.skipped += 1
@@ -151,10 +170,18 @@ def run_items(
         )
         try:
             output = dict(cb.call(func, ctx) if cb is not None else func(ctx))
+        except SoftTimeLimitExceeded:
+            outcome.end -= 1  # this item did not finish: it goes with the rest
+            outcome.stopped = "the task's soft time limit was reached"
+            break
         except pybreaker.CircuitBreakerError as exc:
             # It opened during this chunk: the whole chunk waits for the probe.
             assert dependency is not None
             raise DependencyOpen(dependency, seconds_until_probe(dependency)) from exc
+        except CircuitOpen as exc:
+            # A service the handler calls (declared as its dependency or not) has its
+            # breaker open: waiting is not an attempt.
+            raise DependencyOpen(exc.service, seconds_until_probe(exc.service)) from exc
         except ItemFailed as exc:
             error, error_class = str(exc)[:MAX_ERROR], ErrorClass.BAD_INPUT
         except Exception as exc:  # noqa: BLE001 - a handler bug fails the item, not the phase
@@ -166,6 +193,7 @@ def run_items(
             continue
         outcome.results.append((item_id, False, None, error, error_class))
         outcome.failures.append((item_id, error, error_class))
+    outcome.items = outcome.end - start
     return outcome
 
 
@@ -173,12 +201,14 @@ def record_chunk(
     *,
     phase: PhaseLike,
     start: int,
-    end: int,
     outcome: ChunkOutcome,
     started_at: datetime,
+    attempt: int,
     count_progress: bool = True,
-) -> bool:
-    """Store a chunk's results, failures and progress at once; False if already stored.
+) -> Recorded:
+    """Store a chunk's results, failures and progress at once, for the items it got to
+    ([start, outcome.end)); fenced by the phase attempt (`Recorded.stored` False when the
+    chunk was already stored, or the phase moved on).
 
     An inline phase passes `count_progress=False`: it saves its phase row anyway.
     """
@@ -186,14 +216,30 @@ def record_chunk(
         phase_run_id=phase.id,
         phase=phase.name,
         start=start,
-        end=end,
+        end=outcome.end,
         started_at=started_at,
         rows=outcome.results,
         failures=outcome.failures,
-        items=outcome.items,
         skipped=outcome.skipped,
         count_progress=count_progress,
+        attempt=attempt,
     )
+
+
+def fail_pending(*, batch: Batch, start: int, end: int, error: str) -> ChunkOutcome:
+    """An outcome that fails every pending item of [start, end) with a dependency error:
+    the chunk waited for its dependency as long as it may. No retry follows it."""
+    outcome = ChunkOutcome(end=start, stopped=error)
+    for item_id, _key, _payload, state in load_items(batch.id, start, end):
+        outcome.end += 1
+        if state != ItemState.PENDING:
+            outcome.skipped += 1
+            continue
+        row = (item_id, error[:MAX_ERROR], ErrorClass.DEPENDENCY_UNAVAILABLE.value)
+        outcome.results.append((item_id, False, None, row[1], row[2]))
+        outcome.failures.append(row)
+    outcome.items = outcome.end - start
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -203,6 +249,8 @@ class BatchHandlerResult:
     output: dict[str, Any] | None = None
     error: str | None = None
     error_class: str = ""
+    # No retry may help (it waited for its dependency as long as it may).
+    final: bool = False
 
     @property
     def retryable(self) -> bool:
@@ -210,7 +258,11 @@ class BatchHandlerResult:
 
 
 def run_batch_handler(*, batch: Batch, phase: PhaseLike) -> BatchHandlerResult:
-    """Run a per-batch phase's handler: (output, None), or (None, error) if it raised."""
+    """Run a per-batch phase's handler: (output, None), or (None, error) if it raised.
+
+    Raises `DependencyOpen` when the breaker of its dependency, or of a service it calls,
+    is open: the phase waits for it like a chunk does, using up no attempt.
+    """
     spec = pipeline_plan(batch.pipeline_version).phase(phase.name)
     handler = get_handler(phase.handler)
     siblings = list(PhaseRun.objects.filter(batch_id=batch.id).values_list("name", "id", "output", "state"))
@@ -226,11 +278,20 @@ def run_batch_handler(*, batch: Batch, phase: PhaseLike) -> BatchHandlerResult:
         iter_item_results=lambda name: iter_item_results(phase_ids[name]),
         phase_states={name: state for name, _, _, state in siblings},
     )
+    dependency = handler.dependency
+    if dependency and (wait := seconds_until_probe(dependency)) > 0:
+        raise DependencyOpen(dependency, wait)
+    cb = breaker(dependency) if dependency else None
     try:
         func = handler_call_context(
-            handler.func, correlation_id=batch.correlation_id or str(batch.id), dependency=None
+            handler.func, correlation_id=batch.correlation_id or str(batch.id), dependency=dependency
         )
-        return BatchHandlerResult(output=dict(func(ctx)))
+        return BatchHandlerResult(output=dict(cb.call(func, ctx) if cb is not None else func(ctx)))
+    except pybreaker.CircuitBreakerError as exc:
+        assert dependency is not None
+        raise DependencyOpen(dependency, seconds_until_probe(dependency)) from exc
+    except CircuitOpen as exc:
+        raise DependencyOpen(exc.service, seconds_until_probe(exc.service)) from exc
     except Exception as exc:  # noqa: BLE001 - recorded as the phase's failure
         logger.warning("phase %s of batch %s failed", phase.name, batch.id, exc_info=True)
         return BatchHandlerResult(

@@ -5,38 +5,69 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
-from orchestrator.classify import backoff_delay
+from orchestrator.classify import ErrorClass, backoff_delay
 from orchestrator.models import Batch, ChunkRun, OutboxEvent, PhaseRun, StateTransition
 from orchestrator.selectors import pipeline_plan
 from orchestrator.services.events import emit, outbox_event
 from orchestrator.services.execution import (
     MAX_ERROR,
+    BatchHandlerResult,
     DependencyOpen,
     PhaseRef,
     batch_facts,
+    fail_pending,
     record_chunk,
     run_batch_handler,
     run_items,
 )
+from orchestrator.services.leases import (
+    HEARTBEAT,
+    Claim,
+    LeaseHandle,
+    lease_extend,
+    lease_release,
+    lease_take,
+    owner_name,
+)
 from orchestrator.services.progress import advance, lock_batch, save_batch
 from orchestrator.states import BatchState, PhaseState
+from orchestrator.workflows import send_chunks, send_phase_complete
 
 
-def _running_phase(phase_run_id: int) -> tuple[Batch, PhaseRef] | None:
-    """The phase (with its batch) if it is running, else None: one primary-key read."""
-    row = PhaseRun.objects.filter(id=phase_run_id).values_list("state", "batch_id", "name", "handler").first()
-    if row is None or row[0] != PhaseState.RUNNING:
+@dataclass(frozen=True)
+class RunningPhase:
+    batch: Batch
+    phase: PhaseRef
+    attempt: int
+    started_at: datetime | None
+
+
+def _running_phase(phase_run_id: int, phase_attempt: int = 0) -> RunningPhase | None:
+    """The phase (with its batch) if it is running at `phase_attempt` (0: any), else None:
+    one primary-key read."""
+    row = (
+        PhaseRun.objects.filter(id=phase_run_id)
+        .values_list("state", "batch_id", "name", "handler", "attempts", "started_at", "batch__state")
+        .first()
+    )
+    if row is None:
         return None
-    _, batch_id, name, handler = row
-    return batch_facts(batch_id), PhaseRef(id=phase_run_id, name=name, handler=handler)
+    state, batch_id, name, handler, attempts, started_at, batch_state = row
+    if state != PhaseState.RUNNING or batch_state != BatchState.RUNNING:
+        return None
+    if phase_attempt and attempts != phase_attempt:
+        return None
+    ref = PhaseRef(id=phase_run_id, name=name, handler=handler)
+    return RunningPhase(batch_facts(batch_id), ref, attempts, started_at)
 
 
 class RetryChunk(Exception):
@@ -57,40 +88,98 @@ def retry_policy(spec_retry: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-def phase_chunk_run(*, phase_run_id: int, start: int, end: int, attempt: int = 1) -> dict[str, int]:
+def wait_limit(batch: Batch, phase_started_at: datetime | None) -> datetime:
+    """Until when work may wait for a dependency: the batch's deadline, else
+    `BOS_MAX_WAIT_SECONDS` after its phase started. Bounded by time, never by a count."""
+    if batch.deadline is not None:
+        return batch.deadline
+    return (phase_started_at or timezone.now()) + timedelta(seconds=settings.BOS_MAX_WAIT_SECONDS)
+
+
+def _hold_for_retry(*, phase_run_id: int, start: int, owner: str, delay: float) -> None:
+    """A retry by countdown comes back to its lease (same task id): keep it until then. A
+    longer wait is stored and sent by beat as a new task: give the lease up for it."""
+    if delay > settings.BOS_MAX_COUNTDOWN_SECONDS:
+        lease_release(phase_run_id=phase_run_id, start=start, owner=owner)
+    else:
+        lease_extend(phase_run_id=phase_run_id, start=start, owner=owner, seconds=delay)
+
+
+def _waited_too_long(exc: DependencyOpen, limit: datetime) -> str:
+    return f"waited for {exc.dependency} until {limit.isoformat()} (its circuit breaker stayed open)"
+
+
+def phase_chunk_run(
+    *,
+    phase_run_id: int,
+    start: int,
+    end: int,
+    attempt: int = 1,
+    phase_attempt: int = 0,
+    task_id: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, int]:
     """Run a per-item phase's handler over items [start, end) and record the results.
 
-    Items that failed transiently (transient, timeout, dependency unavailable) make the
-    whole chunk try again later, with exponential backoff and jitter, up to the phase's
-    `max_attempts`; then they are recorded as failed with their class. While the breaker
-    of the handler's dependency is open the chunk waits, recording nothing. Delivered
-    twice, it records nothing the second time; for a phase that is no longer running
-    (the batch was cancelled) it does nothing.
+    Claim before effect: the chunk's lease is taken first, so a chunk already recorded,
+    held by a live worker, or of a phase no longer running at `phase_attempt` (cancelled,
+    retried) runs no handler. Items that failed transiently (transient, timeout,
+    dependency unavailable) make the whole chunk try again later, with exponential
+    backoff and jitter, up to the phase's `max_attempts`; then they are recorded as
+    failed with their class. While the breaker of a dependency is open the chunk waits,
+    using up no attempt, until `wait_limit`; past it, its items fail. A chunk stopped by
+    its soft time limit records what it finished and sends the rest as a new chunk.
     """
     started_at = timezone.now()
-    running = _running_phase(phase_run_id)
+    running = _running_phase(phase_run_id, phase_attempt)
     if running is None:
         return {"succeeded": 0, "failed": 0, "skipped": 0, "stale": 1}
-    batch, phase = running
+    batch, phase = running.batch, running.phase
+    owner = owner_name(task_id)
+    claim = lease_take(phase_run_id=phase.id, start=start, end=end, attempt=running.attempt, owner=owner)
+    if claim != Claim.TAKEN:
+        return {"succeeded": 0, "failed": 0, "skipped": 0, claim.value: 1}
+    handle = HEARTBEAT.hold(LeaseHandle(phase.id, start, owner))
     try:
-        outcome = run_items(batch=batch, phase=phase, start=start, end=end)
-    except DependencyOpen as exc:
-        raise RetryChunk(
-            max(exc.seconds, 1.0), str(exc), attempt_used=False, waiting_on=exc.dependency
-        ) from exc
-    policy = retry_policy(pipeline_plan(batch.pipeline_version).phase(phase.name).retry)
-    if outcome.retryable and attempt < policy["max_attempts"]:
-        delay = backoff_delay(
-            attempt, base=policy["base"], cap=policy["cap"], jitter=policy["jitter"], rand=random.random()
+        try:
+            outcome = run_items(
+                batch=batch, phase=phase, start=start, end=end, should_stop=handle.should_stop
+            )
+        except DependencyOpen as exc:
+            limit = wait_limit(batch, running.started_at)
+            if (now or timezone.now()) < limit:
+                _hold_for_retry(phase_run_id=phase.id, start=start, owner=owner, delay=max(exc.seconds, 1.0))
+                raise RetryChunk(
+                    max(exc.seconds, 1.0), str(exc), attempt_used=False, waiting_on=exc.dependency
+                ) from exc
+            outcome = fail_pending(batch=batch, start=start, end=end, error=_waited_too_long(exc, limit))
+        policy = retry_policy(pipeline_plan(batch.pipeline_version).phase(phase.name).retry)
+        if outcome.retryable and attempt < policy["max_attempts"] and not outcome.stopped:
+            delay = backoff_delay(
+                attempt, base=policy["base"], cap=policy["cap"], jitter=policy["jitter"], rand=random.random()
+            )
+            first = outcome.retryable[0]
+            _hold_for_retry(phase_run_id=phase.id, start=start, owner=owner, delay=delay)
+            raise RetryChunk(
+                delay,
+                f"{len(outcome.retryable)} item(s) failed ({first[2]}): {first[1][:200]}",
+                attempt_used=True,
+            )
+        if handle.lost:
+            # Cancelled, retried or taken over meanwhile: whoever holds it now records it.
+            return {"succeeded": 0, "failed": 0, "skipped": 0, "lost": 1}
+        recorded = record_chunk(
+            phase=phase, start=start, outcome=outcome, started_at=started_at, attempt=running.attempt
         )
-        first = outcome.retryable[0]
-        raise RetryChunk(
-            delay,
-            f"{len(outcome.retryable)} item(s) failed ({first[2]}): {first[1][:200]}",
-            attempt_used=True,
-        )
-    if not record_chunk(phase=phase, start=start, end=end, outcome=outcome, started_at=started_at):
+    finally:
+        HEARTBEAT.drop(handle)
+    if not recorded.stored:
         return {**outcome.summary, "duplicate": 1}
+    if outcome.end < end:
+        # Stopped early by its soft time limit: the rest goes on as a chunk of its own.
+        send_chunks(batch, phase.id, ((outcome.end, end),), phase_attempt=running.attempt)
+    if recorded.phase_covered:
+        send_phase_complete(batch, phase.id, phase_attempt=running.attempt)
     return outcome.summary
 
 
@@ -104,24 +193,53 @@ def phase_retry_noted(*, phase_run_id: int, delay: float, reason: str, waiting_o
     )
 
 
-def phase_batch_run(*, phase_run_id: int, inline: bool = False, attempt: int = 1) -> None:
+def phase_batch_run(
+    *,
+    phase_run_id: int,
+    inline: bool = False,
+    attempt: int = 1,
+    phase_attempt: int = 0,
+    task_id: str | None = None,
+    now: datetime | None = None,
+) -> None:
     """Run a per-batch phase's handler and record its output, or its failure.
 
-    A failure of a retryable class (transient, timeout, dependency) is tried again with
-    the phase's backoff policy, up to its `max_attempts`, before the phase fails.
+    Claims the phase's lease first, like a chunk (`start` 0). A failure of a retryable
+    class (transient, timeout, dependency) is tried again with the phase's backoff
+    policy, up to its `max_attempts`, before the phase fails. While the breaker of its
+    dependency is open it waits, using up no attempt, until `wait_limit`.
     """
-    running = _running_phase(phase_run_id)
+    running = _running_phase(phase_run_id, phase_attempt)
     if running is None:
         return
-    batch, phase = running
+    batch, phase = running.batch, running.phase
+    owner = owner_name(task_id)
+    if lease_take(phase_run_id=phase.id, start=0, end=0, attempt=running.attempt, owner=owner) != Claim.TAKEN:
+        return
+    handle = HEARTBEAT.hold(LeaseHandle(phase.id, 0, owner))
     started = timezone.now()
-    result = run_batch_handler(batch=batch, phase=phase)
-    policy = retry_policy(pipeline_plan(batch.pipeline_version).phase(phase.name).retry)
-    if result.retryable and attempt < policy["max_attempts"]:
-        delay = backoff_delay(
-            attempt, base=policy["base"], cap=policy["cap"], jitter=policy["jitter"], rand=random.random()
-        )
-        raise RetryChunk(delay, f"({result.error_class}) {(result.error or '')[:200]}", attempt_used=True)
+    try:
+        try:
+            result = run_batch_handler(batch=batch, phase=phase)
+        except DependencyOpen as exc:
+            limit = wait_limit(batch, running.started_at)
+            if (now or timezone.now()) < limit:
+                _hold_for_retry(phase_run_id=phase.id, start=0, owner=owner, delay=max(exc.seconds, 1.0))
+                raise RetryChunk(
+                    max(exc.seconds, 1.0), str(exc), attempt_used=False, waiting_on=exc.dependency
+                ) from exc
+            result = BatchHandlerResult(
+                error=_waited_too_long(exc, limit), error_class=ErrorClass.DEPENDENCY_UNAVAILABLE, final=True
+            )
+        policy = retry_policy(pipeline_plan(batch.pipeline_version).phase(phase.name).retry)
+        if result.retryable and not result.final and attempt < policy["max_attempts"]:
+            delay = backoff_delay(
+                attempt, base=policy["base"], cap=policy["cap"], jitter=policy["jitter"], rand=random.random()
+            )
+            _hold_for_retry(phase_run_id=phase.id, start=0, owner=owner, delay=delay)
+            raise RetryChunk(delay, f"({result.error_class}) {(result.error or '')[:200]}", attempt_used=True)
+    finally:
+        HEARTBEAT.drop(handle)
     if result.error is not None:
         phase_fail(
             phase_run_id=phase.id,
@@ -129,9 +247,16 @@ def phase_batch_run(*, phase_run_id: int, inline: bool = False, attempt: int = 1
             inline=inline,
             work_started_at=started,
             error_class=result.error_class,
+            phase_attempt=running.attempt,
         )
     else:
-        phase_complete(phase_run_id=phase.id, output=result.output, inline=inline, work_started_at=started)
+        phase_complete(
+            phase_run_id=phase.id,
+            output=result.output,
+            inline=inline,
+            work_started_at=started,
+            phase_attempt=running.attempt,
+        )
 
 
 def _locked_batch_and_phases(phase_run_id: int) -> tuple[Batch, list[PhaseRun], PhaseRun]:
@@ -142,27 +267,35 @@ def _locked_batch_and_phases(phase_run_id: int) -> tuple[Batch, list[PhaseRun], 
     return batch, phases, phase
 
 
+def _is_current(phase: PhaseRun, phase_attempt: int) -> bool:
+    """Fencing: only a running phase, at the attempt the caller worked for (0: any)."""
+    return phase.state == PhaseState.RUNNING and (not phase_attempt or phase.attempts == phase_attempt)
+
+
 def phase_complete(
     *,
     phase_run_id: int,
     output: Mapping[str, Any] | None = None,
     inline: bool = False,
     work_started_at: datetime | None = None,
+    phase_attempt: int = 0,
 ) -> None:
     """running → succeeded for a phase, then start what is ready or finish the batch.
 
-    Claimed under the batch lock: delivered twice, the second call does nothing.
+    Claimed under the batch lock: delivered twice, the second call does nothing; from an
+    attempt that is not the phase's current one (a leftover chord), it does nothing. A
+    per-item phase completes only once its chunk records cover all its items.
     """
     now = timezone.now()
     with transaction.atomic():
         batch, phases, phase = _locked_batch_and_phases(phase_run_id)
-        if phase.state != PhaseState.RUNNING:
+        if not _is_current(phase, phase_attempt):
             return
         if phase.mode == "per_item":
             totals = ChunkRun.objects.filter(phase_run_id=phase.id).aggregate(
-                failed=Sum("failed"), chunks=Count("id")
+                failed=Sum("failed"), covered=Sum(F("end") - F("start"))
             )
-            if totals["chunks"] < phase.chunks_total:
+            if (totals["covered"] or 0) < phase.items_total:
                 # An early or duplicate callback (a re-sent chord): the rest is still coming.
                 return
             phase.items_failed = totals["failed"] or 0
@@ -187,12 +320,16 @@ def phase_fail(
     inline: bool = False,
     work_started_at: datetime | None = None,
     error_class: str = "",
+    phase_attempt: int = 0,
 ) -> None:
-    """running → failed for a phase; the batch fails once nothing else is running."""
+    """running → failed for a phase; the batch fails once nothing else is running.
+
+    Fenced like `phase_complete`: a failure reported for another attempt changes nothing.
+    """
     now = timezone.now()
     with transaction.atomic():
         batch, phases, phase = _locked_batch_and_phases(phase_run_id)
-        if phase.state != PhaseState.RUNNING:
+        if not _is_current(phase, phase_attempt):
             return
         phase.error, phase.error_class = error[: MAX_ERROR * 4], error_class
         _end_phase(phase, PhaseState.FAILED, now, work_started_at, [])

@@ -93,7 +93,9 @@ def advance(
             PhaseRun.objects.filter(id__in=[p.id for p in fallback]).update(retries=F("retries") + 1)
             _dispatch(batch, fallback, attempt=2)
         now = timezone.now()
-    items_failed = BatchItem.objects.filter(batch_id=batch.id, state=ItemState.FAILED).count()
+    # An item fails in at most one phase (later phases skip it), so the phases' counts add
+    # up to the batch's: no scan of the items on every transition.
+    items_failed = sum(p.items_failed for p in phases if p.mode == "per_item")
     outcome = batch_outcome({p.name: PhaseState(p.state) for p in phases}, items_failed)
     if outcome is not None:
         events += _finish(batch, plan, phases, outcome, items_failed=items_failed, now=now, audit=audit)
@@ -215,9 +217,9 @@ def _run_phase_inline(batch: Batch, phase: PhaseRun, items: list[ItemRow]) -> Ou
         record_chunk(
             phase=phase,
             start=0,
-            end=batch.items_total,
             outcome=outcome,
             started_at=started,
+            attempt=phase.attempts,
             count_progress=False,
         )
         failed = {item_id for item_id, _, _ in outcome.failures}

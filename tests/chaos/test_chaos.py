@@ -13,8 +13,10 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 from django.conf import settings
@@ -22,13 +24,14 @@ from django.core.management import call_command
 
 from bos_project.settings.environment import BASE_DIR
 from orchestrator.kafka.clients import ensure_topics
-from orchestrator.models import Batch, ChunkRun, ItemResult, OutboxEvent, ProcessedEvent
+from orchestrator.models import Batch, ChunkRun, ItemResult, OutboxEvent, PhaseRun, ProcessedEvent
 from orchestrator.services.batches import batch_create
 from orchestrator.services.reconcile import reconcile
 from tests.conftest import database_url
 from tests.support.factories import batch_request, publish_test_pipeline, request_message
+from tests.support.handlers import handler_calls
 from tests.support.kafka import send_requests
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for, wait_for_terminal
 
 pytestmark = [pytest.mark.chaos]
 
@@ -85,18 +88,19 @@ def start_chaos_batch(size: int, *, started_chunks: int) -> Batch:
     return batch
 
 
-def recover(batch: Batch, *, stale_after: float, timeout: float, what: str) -> float:
-    """Run the reconciler until the batch ends (as beat would, faster); seconds it took."""
+def recover(batch: Batch, *, timeout: float, what: str) -> float:
+    """Run the reconciler (at the default lease) until the batch ends, as beat would; the
+    seconds it took."""
     started = time.monotonic()
 
     def done() -> bool:
         try:
-            reconcile(stale_after=stale_after)
+            reconcile()
         except Exception:  # noqa: BLE001 - a service may still be settling; try again next round
             return False
         return Batch.objects.get(id=batch.id).is_terminal
 
-    wait_for(done, timeout=timeout, interval=1, what=what)
+    wait_for(done, timeout=timeout, interval=2, what=what)
     return time.monotonic() - started
 
 
@@ -112,21 +116,134 @@ def assert_nothing_lost(batch: Batch, size: int, capsys: pytest.CaptureFixture[s
     assert_consistent(capsys)
 
 
+def start_beat(tmp_path: Path) -> subprocess.Popen[bytes]:
+    """A real `celery beat` at the default schedule: the reconciler every 10 s."""
+    return spawn(["-m", "celery", "-A", "bos_project", "beat", "-s", str(tmp_path / "beat-schedule")])
+
+
+def counted_batch(size: int, run: str) -> Batch:
+    """A batch of `size` items in chunks of 100 (`test.counted`, 5 ms an item)."""
+    publish_test_pipeline(
+        "chaos-counted",
+        [
+            {
+                "name": "work",
+                "handler": "test.counted",
+                "mode": "per_item",
+                "chunk_size": 100,
+                "options": {"seconds": 0.005},
+            },
+            {"name": "count", "handler": "test.count", "mode": "per_batch", "after": ["work"]},
+        ],
+    )
+    items = [{"key": f"i{n}", "payload": {}} for n in range(size)]
+    request = batch_request(pipeline="chaos-counted", items=items, metadata={"run": run})
+    return batch_create(request=request, actor="test").batch
+
+
+def assert_every_item_once(batch: Batch, size: int, run: str, capsys: pytest.CaptureFixture[str]) -> int:
+    """Completed, each item's result stored once, its handler called at most twice; the
+    most calls of any item."""
+    done = Batch.objects.get(id=batch.id)
+    assert done.state == "completed", done.error
+    assert (done.items_succeeded, done.items_failed) == (size, 0)
+    results = ItemResult.objects.filter(phase_run__batch=batch, phase_run__name="work")
+    assert results.count() == results.values("item_id").distinct().count() == size
+    calls = handler_calls(run)
+    assert len(calls) == size
+    assert max(calls.values()) <= 2, sorted(calls.items(), key=lambda kv: -kv[1])[:5]
+    assert done.phases.get(name="count").output == {"items": size}
+    assert OutboxEvent.objects.filter(batch=batch, event_type="batch.completed").count() == 1
+    assert_consistent(capsys)
+    return max(calls.values())
+
+
+def wait_for_chunks(batch: Batch, n: int) -> None:
+    wait_for(
+        lambda: ChunkRun.objects.filter(phase_run__batch=batch).count() >= n,
+        timeout=120,
+        what="work to start",
+    )
+
+
 @pytest.mark.usefixtures("celery_worker", "transactional_db")
-def test_a_worker_killed_mid_phase_loses_no_item_and_records_none_twice(
-    capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize("victim", ["pool process", "whole worker"])
+def test_a_killed_worker_costs_seconds_at_default_settings(
+    victim: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    victim = spawn(
+    """kill -9 mid-phase of a 10,000-item batch, with beat at its default schedule."""
+    worker = spawn(
         ["-m", "celery", "-A", "bos_project", "worker", "-c", "2", "-n", f"victim-{uuid.uuid4().hex[:6]}@%h"]
     )
+    beat = start_beat(tmp_path)
+    run = uuid.uuid4().hex
     try:
-        time.sleep(4)  # the victim is up and taking tasks
-        batch = start_chaos_batch(600, started_chunks=6)
+        wait_for(
+            lambda: len(psutil.Process(worker.pid).children()) >= 2, timeout=60, what="the victim's pool"
+        )
+        time.sleep(3)  # the victim is taking tasks
+        batch = counted_batch(10_000, run)
+        wait_for_chunks(batch, 5)
+        if victim == "pool process":
+            for _ in range(2):  # twice, a second apart
+                children = psutil.Process(worker.pid).children()
+                os.kill(children[0].pid, signal.SIGKILL)
+                time.sleep(1)
+        else:
+            kill_group(worker)
+        killed_at = time.monotonic()
+        wait_for(
+            lambda: Batch.objects.get(id=batch.id).is_terminal, timeout=180, interval=0.5, what="the end"
+        )
+        recovered_in = time.monotonic() - killed_at
     finally:
-        kill_group(victim)  # kill -9, with the tasks it holds
-    recovered_in = recover(batch, stale_after=3, timeout=120, what="the batch to end after the kill")
-    assert_nothing_lost(batch, 600, capsys)
-    print(f"\nworker kill -9: 600 items, 0 lost, 0 duplicated, recovered in {recovered_in:.1f} s")
+        for proc in (worker, beat):
+            if proc.poll() is None:
+                kill_group(proc)
+    most = assert_every_item_once(batch, 10_000, run, capsys)
+    assert recovered_in < 60, f"{recovered_in:.1f} s from the kill to the end"
+    print(
+        f"\nkill -9 of a {victim}: 10,000 items, 0 lost, at most {most} calls an item, ended {recovered_in:.1f} s after the kill"
+    )
+
+
+@pytest.mark.usefixtures("celery_worker", "transactional_db")
+def test_chunks_queued_behind_a_backlog_longer_than_the_lease_are_not_sent_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """2,000 one-item chunks wait behind each other for longer than a lease; beat runs."""
+    publish_test_pipeline(
+        "backlog",
+        [
+            {
+                "name": "work",
+                "handler": "test.counted",
+                "mode": "per_item",
+                "chunk_size": 1,
+                "options": {"seconds": 0.1},
+            }
+        ],
+    )
+    run = uuid.uuid4().hex
+    beat = start_beat(tmp_path)
+    try:
+        items = [{"key": f"i{n}", "payload": {}} for n in range(2000)]
+        request = batch_request(pipeline="backlog", items=items, metadata={"run": run})
+        started = time.monotonic()
+        batch = batch_create(request=request, actor="test").batch
+        done = wait_for_terminal(batch.id, timeout=300)
+        took = time.monotonic() - started
+    finally:
+        kill_group(beat)
+    assert done.state == "completed", done.error
+    assert took > settings.BOS_LEASE_SECONDS + settings.BOS_RECONCILE_INTERVAL_SECONDS  # a real backlog
+    calls = handler_calls(run)
+    assert sum(calls.values()) == len(calls) == 2000  # handler calls equal items, exactly
+    assert PhaseRun.objects.get(batch=batch, name="work").reconciled_at is None
+    assert_consistent(capsys)
+    print(
+        f"\nbacklog: 2,000 chunks over {took:.0f} s (lease {settings.BOS_LEASE_SECONDS:.0f} s), 0 sent again"
+    )
 
 
 @pytest.mark.usefixtures("transactional_db", "essay_pipeline")
@@ -320,7 +437,7 @@ def test_a_redis_restart_mid_batch_loses_nothing(capsys: pytest.CaptureFixture[s
 
     batch = start_chaos_batch(500, started_chunks=5)
     restart_redis(down_for=3)  # queued tasks and chord counters are gone with it
-    recovered_in = recover(batch, stale_after=3, timeout=180, what="the batch to end after the Redis restart")
+    recovered_in = recover(batch, timeout=180, what="the batch to end after the Redis restart")
     assert_nothing_lost(batch, 500, capsys)
     print(f"\nredis restart: 500 items, 0 lost, 0 duplicated, recovered in {recovered_in:.1f} s")
 
@@ -332,9 +449,7 @@ def test_postgres_cut_for_15_seconds_mid_batch_recovers_by_itself(capsys: pytest
     batch = start_chaos_batch(500, started_chunks=5)
     cut_postgres(down_for=15)  # tasks fail on the database and retry with backoff meanwhile
     # The reconciler only for what the retries did not recover by themselves.
-    recovered_in = recover(
-        batch, stale_after=20, timeout=240, what="the batch to end after the database came back"
-    )
+    recovered_in = recover(batch, timeout=240, what="the batch to end after the database came back")
     assert_nothing_lost(batch, 500, capsys)
     print(f"\npostgres cut 15 s: 500 items, 0 lost, 0 duplicated, recovered in {recovered_in:.1f} s")
 

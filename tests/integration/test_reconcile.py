@@ -12,6 +12,7 @@ from orchestrator.pipelines import chunk_bounds
 from orchestrator.services.batches import batch_create, batch_start
 from orchestrator.services.phases import phase_chunk_run
 from orchestrator.services.reconcile import LOCK, reconcile
+from tests.support.clock import after_lease
 from tests.support.factories import batch_request, essay_items
 from tests.support.waiting import wait_for_terminal
 
@@ -21,8 +22,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("essay_pipeline",
 @pytest.mark.usefixtures("celery_worker")
 def test_a_batch_whose_start_was_lost_is_started() -> None:
     batch = batch_create(request=batch_request(items=essay_items(30)), actor="test").batch  # start never sent
-    assert reconcile(stale_after=60).started == []  # not stale yet
-    report = reconcile(stale_after=0)
+    assert reconcile().started == []  # not a lease period old yet
+    report = reconcile(now=after_lease())
     assert report.started == [str(batch.id)]
     assert wait_for_terminal(batch.id).state == "completed"
 
@@ -34,14 +35,14 @@ def test_chunks_that_were_lost_are_sent_again_and_recorded_once() -> None:
     validate = PhaseRun.objects.get(batch=batch, name="validate")
     phase_chunk_run(phase_run_id=validate.id, start=0, end=100)  # one chunk did get through
 
-    report = reconcile(stale_after=0)
+    report = reconcile(now=after_lease())
 
     assert report.chunks_resent == 2  # only the two missing ones
     done = wait_for_terminal(batch.id)
     assert done.state == "completed"
     assert ItemResult.objects.filter(phase_run=validate).count() == 250
     # Sent again while already re-sent and running: nothing is sent twice over.
-    assert reconcile(stale_after=60).changed is False
+    assert reconcile().changed is False
 
 
 def test_a_phase_whose_callback_was_lost_is_completed() -> None:
@@ -51,7 +52,7 @@ def test_a_phase_whose_callback_was_lost_is_completed() -> None:
     for start, end in chunk_bounds(150, validate.chunk_size):
         phase_chunk_run(phase_run_id=validate.id, start=start, end=end)
 
-    report = reconcile(stale_after=0)
+    report = reconcile(now=after_lease())
 
     assert report.phases_completed == [f"{batch.id}/validate"]
     assert PhaseRun.objects.get(id=validate.id).state == "succeeded"
@@ -65,7 +66,7 @@ def test_a_second_reconciler_at_the_same_moment_does_nothing() -> None:
     lock = redis.Redis.from_url(settings.REDIS_URL).lock(LOCK, timeout=30)
     assert lock.acquire(blocking=False)
     try:
-        assert reconcile(stale_after=0).locked_out is True
+        assert reconcile(now=after_lease()).locked_out is True
     finally:
         lock.release()
 

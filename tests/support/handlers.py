@@ -109,3 +109,35 @@ def gated_item(ctx: ItemContext) -> dict[str, Any]:
     if ctx.payload.get("gated") and Path(ctx.metadata["gate"]).exists():
         raise PermanentError("the gate is closed for this item")
     return {"passed": ctx.key}
+
+
+def _count_call(ctx: ItemContext) -> int:
+    """Count one handler call of this item in this test run (in Redis, across processes)."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.hincrby(f"bos:test:calls:{ctx.metadata['run']}", ctx.key, 1)
+    return int(client.incr(f"bos:test:calls-total:{ctx.metadata['run']}"))
+
+
+@item_handler("test.counted")
+def counted(ctx: ItemContext) -> dict[str, Any]:
+    """Counts its calls per item (see `handler_calls`), sleeping `seconds` (options) each;
+    raises the soft time limit at the item whose key the metadata's `soft_limit_at` names."""
+    _count_call(ctx)
+    if ctx.metadata.get("soft_limit_at") == ctx.key:
+        from billiard.exceptions import SoftTimeLimitExceeded
+
+        raise SoftTimeLimitExceeded()
+    time.sleep(float(ctx.options.get("seconds", 0)))
+    return {"key": ctx.key}
+
+
+def handler_calls(run: str) -> dict[str, int]:
+    """How often `test.counted` ran each item of the run (key → calls)."""
+    import redis
+    from django.conf import settings
+
+    raw = redis.Redis.from_url(settings.REDIS_URL).hgetall(f"bos:test:calls:{run}")
+    return {k.decode(): int(v) for k, v in raw.items()}

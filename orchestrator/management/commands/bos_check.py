@@ -20,9 +20,6 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--repair", action="store_true")
-        parser.add_argument(
-            "--stale-after", type=float, default=None, help="seconds without progress (default: setting)"
-        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         console = Console(file=cast(IO[str], self.stdout._out))  # the stream behind Django's wrapper
@@ -30,7 +27,6 @@ class Command(BaseCommand):
             task = progress.add_task("checking batches", total=None)
             report = check_batches(
                 repair=options["repair"],
-                stale_after=options["stale_after"],
                 progress=lambda n: progress.advance(task, n),
             )
         if report.problems:
