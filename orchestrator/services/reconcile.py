@@ -13,7 +13,7 @@ the moment it is sent. Every `BOS_RECONCILE_INTERVAL_SECONDS` (Celery beat) this
     or stored for beat) is left alone, however long it takes;
   - work with **no lease** is queued, or was lost before any worker took it up; it is
     sent again only when the phase is idle — nothing of it alive, nothing recorded for a
-    lease period — and its work queue is empty, so work waiting behind a backlog is
+    heartbeat period — and its work queue is empty, so work waiting behind a backlog is
     never doubled;
   - a per-item phase whose chunk records cover all its items is completed (its callback
     was lost); a sub-pipeline's child is started, or its end reported, again.
@@ -183,10 +183,13 @@ def _lost_work(phase: PhaseRun, now: datetime, depth: Callable[[str], int]) -> L
 
 
 def _idle(phase: PhaseRun, now: datetime, *, recorded_at: datetime | None) -> bool:
-    """Nothing of the phase happened for a lease period: dispatched, taken up, recorded,
-    re-sent or waiting for a retry."""
+    """Nothing of the phase happened for a heartbeat period (a third of the lease):
+    dispatched, taken up, recorded, re-sent or waiting for a retry. Work a healthy worker
+    has taken from the queue starts within that; what is sent again by mistake is
+    harmless anyway (it claims its lease before its handler runs)."""
     signs = (phase.started_at, phase.work_started_at, recorded_at, phase.reconciled_at, phase.next_retry_at)
-    return max(t for t in signs if t) < _lease_window(now)
+    window = now - timedelta(seconds=settings.BOS_LEASE_SECONDS / 3)
+    return max(t for t in signs if t) < window
 
 
 def _reconcile_phase(
