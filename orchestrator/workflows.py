@@ -45,6 +45,9 @@ BATCH_PHASE_TASK = "tasks.phases.run_batch_phase_task"
 PHASE_COMPLETE_TASK = "tasks.orchestration.phase_complete_task"
 PHASE_FAIL_TASK = "tasks.orchestration.phase_fail_task"
 CHILD_START_TASK = "tasks.orchestration.child_batch_start_task"
+CHILD_FINISHED_TASK = "tasks.orchestration.child_batch_finished_task"
+BATCH_START_TASK = "tasks.orchestration.batch_start_task"
+COMPENSATE_TASK = "tasks.orchestration.compensate_task"
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,6 @@ def send_phase_complete(batch: Batch, phase_run_id: int, *, phase_attempt: int) 
     ).apply_async()
 
 
-def enqueue_orchestration(task: Any, args: tuple[Any, ...], batch: Batch, countdown: float = 0) -> None:
-    """Send an orchestration task (a task or its name) about `batch` to the queue its
-    routing rules choose."""
-    name = task if isinstance(task, str) else task.name
-    current_app.send_task(name, args=args, countdown=countdown, **_options(queue_for(batch, "orchestration")))
+def enqueue_orchestration(task: str, args: tuple[Any, ...], batch: Batch, countdown: float = 0) -> None:
+    """Send an orchestration task, by name, about `batch` to the queue its routing rules choose."""
+    current_app.send_task(task, args=args, countdown=countdown, **_options(queue_for(batch, "orchestration")))

@@ -31,7 +31,7 @@ from orchestrator.services.bulk import copy_items
 from orchestrator.services.events import ORCHESTRATOR, emit, outbox_event, transition
 from orchestrator.services.progress import advance, lock_batch, notify_parent, save_batch
 from orchestrator.states import BATCH_TERMINAL, BatchState, ItemState, PhaseState, TransitionNotAllowed
-from orchestrator.workflows import enqueue_orchestration
+from orchestrator.workflows import BATCH_START_TASK, enqueue_orchestration
 
 logger = logging.getLogger(__name__)
 
@@ -185,9 +185,7 @@ def phase_runs_for(batch: Batch, plan: PipelinePlan) -> list[PhaseRun]:
 
 
 def _enqueue_start(batch: Batch) -> None:
-    from tasks.orchestration import batch_start_task
-
-    enqueue_orchestration(batch_start_task, (str(batch.id),), batch)
+    enqueue_orchestration(BATCH_START_TASK, (str(batch.id),), batch)
 
 
 def batch_start(*, batch_id: Any, inline: bool = False) -> None:

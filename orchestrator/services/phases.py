@@ -15,6 +15,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from orchestrator.classify import ErrorClass, backoff_delay
+from orchestrator.decide import RetryMode, retry_mode
 from orchestrator.models import Batch, ChunkRun, OutboxEvent, PhaseRun, StateTransition
 from orchestrator.selectors import pipeline_plan
 from orchestrator.services.events import emit, outbox_event
@@ -99,7 +100,7 @@ def wait_limit(batch: Batch, phase_started_at: datetime | None) -> datetime:
 def _hold_for_retry(*, phase_run_id: int, start: int, owner: str, delay: float) -> None:
     """A retry by countdown comes back to its lease (same task id): keep it until then. A
     longer wait is stored and sent by beat as a new task: give the lease up for it."""
-    if delay > settings.BOS_MAX_COUNTDOWN_SECONDS:
+    if retry_mode(delay, max_countdown=settings.BOS_MAX_COUNTDOWN_SECONDS) == RetryMode.DEFER:
         lease_release(phase_run_id=phase_run_id, start=start, owner=owner)
     else:
         lease_extend(phase_run_id=phase_run_id, start=start, owner=owner, seconds=delay)

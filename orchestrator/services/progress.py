@@ -8,6 +8,7 @@ starts what depended on both.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -17,7 +18,19 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from orchestrator.conditions import ConditionError, evaluate
+from orchestrator.decide import (
+    BatchView,
+    BeginRollback,
+    FailPhase,
+    FinishBatch,
+    NotifyParent,
+    PhaseEvent,
+    PhaseView,
+    SkipPhase,
+    StartPhases,
+    decide_next,
+    phase_after,
+)
 from orchestrator.errors import NotFound
 from orchestrator.models import Batch, BatchItem, OutboxEvent, PhaseRun, StateTransition
 from orchestrator.pipelines import PipelinePlan
@@ -31,8 +44,8 @@ from orchestrator.services.execution import (
     run_batch_handler,
     run_items,
 )
-from orchestrator.states import BatchState, ItemState, PhaseState, batch_outcome, next_phases
-from orchestrator.workflows import PhaseDispatch, dispatch_phase, enqueue_orchestration
+from orchestrator.states import BatchState, ItemState, PhaseState
+from orchestrator.workflows import CHILD_FINISHED_TASK, PhaseDispatch, dispatch_phase, enqueue_orchestration
 
 
 def lock_batch(batch_id: Any) -> Batch:
@@ -59,7 +72,7 @@ def advance(
     audit: list[StateTransition],
     inline: bool = False,
 ) -> list[OutboxEvent]:
-    """From the phases' states, start or skip what is ready, or finish the batch.
+    """Record what `decide_next` says: start or skip what is ready, or finish the batch.
 
     A ready phase whose `when` condition is false is skipped (and the phases after it,
     per their trigger). With `inline` (the caller is an orchestration task), a small
@@ -71,13 +84,35 @@ def advance(
     events: list[OutboxEvent] = []
     run_here = inline and batch.items_total <= settings.BOS_INLINE_MAX_ITEMS
     items: list[ItemRow] | None = None
-    while to_start := _start_or_skip(batch, plan, phases, now, events):
+    by_name = {p.name: p for p in phases}
+    while True:
+        decision = decide_next(_view(batch, plan, phases))
+        to_start: list[PhaseRun] = []
+        for effect in decision.effects:
+            if isinstance(effect, SkipPhase):
+                _skip(batch, by_name[effect.phase], effect.reason, now, events)
+            elif isinstance(effect, FailPhase):
+                _fail_condition(batch, by_name[effect.phase], effect.error, now, events)
+            elif isinstance(effect, StartPhases):
+                to_start = _start(batch, [by_name[name] for name in effect.phases], now, events)
+            elif isinstance(effect, FinishBatch):
+                events += _finish(batch, phases, effect, now=now, audit=audit)
+            elif isinstance(effect, BeginRollback):
+                from orchestrator.services.rollback import begin_rollback
+
+                events += begin_rollback(
+                    batch, phases, actor=ORCHESTRATOR, reason=effect.reason, audit=audit, now=now
+                )
+            elif isinstance(effect, NotifyParent):
+                transaction.on_commit(partial(notify_parent, batch))
+        if not to_start:
+            return events
         dispatched = [p for p in to_start if not run_here or p.mode == "sub_pipeline"]
         if dispatched:
             _dispatch(batch, dispatched)
         here = [p for p in to_start if p not in dispatched]
         if not here:
-            break
+            return events
         items = load_items(batch.id, 0, batch.items_total) if items is None else items
         fallback = []
         for phase in here:
@@ -93,17 +128,24 @@ def advance(
             PhaseRun.objects.filter(id__in=[p.id for p in fallback]).update(retries=F("retries") + 1)
             _dispatch(batch, fallback, attempt=2)
         now = timezone.now()
-    # An item fails in at most one phase (later phases skip it), so the phases' counts add
-    # up to the batch's: no scan of the items on every transition.
-    items_failed = sum(p.items_failed for p in phases if p.mode == "per_item")
-    outcome = batch_outcome({p.name: PhaseState(p.state) for p in phases}, items_failed)
-    if outcome is not None:
-        events += _finish(batch, plan, phases, outcome, items_failed=items_failed, now=now, audit=audit)
-    return events
 
 
-def _condition_names(batch: Batch, phases: list[PhaseRun]) -> dict[str, Any]:
-    failed = sum(p.items_failed for p in phases if p.mode == "per_item")
+def _view(batch: Batch, plan: PipelinePlan, phases: list[PhaseRun]) -> BatchView:
+    return BatchView(
+        phases=tuple(
+            PhaseView(p.name, PhaseState(p.state), p.mode, p.items_failed, p.output) for p in phases
+        ),
+        dependencies=plan.dependencies,
+        triggers={spec.name: spec.trigger for spec in plan.phases},
+        conditions={spec.name: spec.when for spec in plan.phases},
+        condition_names=partial(_condition_names, batch),
+        on_failure=plan.on_failure,
+        has_parent=batch.parent_phase_id is not None,
+    )
+
+
+def _condition_names(batch: Batch, phases: Mapping[str, PhaseView]) -> dict[str, Any]:
+    failed = sum(p.items_failed for p in phases.values() if p.mode == "per_item")
     return {
         "metadata": batch.metadata,
         "batch": {
@@ -115,45 +157,24 @@ def _condition_names(batch: Batch, phases: list[PhaseRun]) -> dict[str, Any]:
         },
         "items": {"total": batch.items_total, "failed": failed, "ok": batch.items_total - failed},
         "phases": {
-            p.name: {"state": p.state, "output": p.output, "items_failed": p.items_failed} for p in phases
+            p.name: {"state": p.state.value, "output": p.output, "items_failed": p.items_failed}
+            for p in phases.values()
         },
     }
 
 
-def _start_or_skip(
-    batch: Batch, plan: PipelinePlan, phases: list[PhaseRun], now: datetime, events: list[OutboxEvent]
+def _start(
+    batch: Batch, to_start: list[PhaseRun], now: datetime, events: list[OutboxEvent]
 ) -> list[PhaseRun]:
-    """Mark the phases that can start now `running` (returned) and those to skip `skipped`.
-
-    Skipping one phase may make others ready or skipped, so this settles before it
-    returns. A condition that cannot be evaluated fails its phase, with the reason.
-    """
-    by_name = {p.name: p for p in phases}
-    triggers = {spec.name: spec.trigger for spec in plan.phases}
-    while True:
-        ready, skip = next_phases(plan.dependencies, triggers, {p.name: PhaseState(p.state) for p in phases})
-        for spec in plan.phases:
-            if spec.name in ready and spec.when:
-                try:
-                    if not evaluate(spec.when, _condition_names(batch, phases)):
-                        skip[spec.name] = f"when: {spec.when} is false"
-                except ConditionError as exc:
-                    _fail_condition(batch, by_name[spec.name], spec.when, exc, now, events)
-                    return []
-        if not skip:
-            break
-        for name, reason in skip.items():
-            _skip(batch, by_name[name], reason, now, events)
-    to_start = [by_name[name] for name in ready]
-    if to_start:
-        PhaseRun.objects.filter(id__in=[p.id for p in to_start], state=PhaseState.PENDING).update(
-            state=PhaseState.RUNNING,
-            started_at=now,
-            work_started_at=None,
-            finished_at=None,
-            error="",
-            attempts=F("attempts") + 1,
-        )
+    """Mark the phases `decide_next` starts `running`, a new attempt each."""
+    PhaseRun.objects.filter(id__in=[p.id for p in to_start], state=PhaseState.PENDING).update(
+        state=phase_after(PhaseState.PENDING, PhaseEvent.START),
+        started_at=now,
+        work_started_at=None,
+        finished_at=None,
+        error="",
+        attempts=F("attempts") + 1,
+    )
     for phase in to_start:
         phase.state = PhaseState.RUNNING
         phase.started_at, phase.work_started_at = now, None
@@ -172,10 +193,10 @@ def _skip(batch: Batch, phase: PhaseRun, reason: str, now: datetime, events: lis
 
 
 def _fail_condition(
-    batch: Batch, phase: PhaseRun, when: str, exc: ConditionError, now: datetime, events: list[OutboxEvent]
+    batch: Batch, phase: PhaseRun, error: str, now: datetime, events: list[OutboxEvent]
 ) -> None:
     phase.state, phase.started_at, phase.finished_at = PhaseState.FAILED, now, now
-    phase.error = f"when: {when} could not be evaluated: {exc}"[:2000]
+    phase.error = error[:2000]
     phase.save(update_fields=["state", "started_at", "finished_at", "error"])
     data = {"phase": phase.name, "error": phase.error[:500]}
     events.append(outbox_event(batch=batch, event_type="batch.phase_failed", at=now, data=data))
@@ -246,55 +267,31 @@ def _run_phase_inline(batch: Batch, phase: PhaseRun, items: list[ItemRow]) -> Ou
 
 def _finish(
     batch: Batch,
-    plan: PipelinePlan,
     phases: list[PhaseRun],
-    outcome: BatchState,
+    finish: FinishBatch,
     *,
-    items_failed: int,
     now: datetime,
     audit: list[StateTransition],
 ) -> list[OutboxEvent]:
+    outcome, items_failed = finish.outcome, finish.items_failed
     if outcome != BatchState.FAILED:
         BatchItem.objects.filter(batch_id=batch.id, state=ItemState.PENDING).update(state=ItemState.SUCCEEDED)
     batch.items_failed = items_failed
     batch.items_succeeded = batch.items_total - items_failed if outcome != BatchState.FAILED else 0
     batch.report = {p.name: p.output for p in phases if p.mode != "per_item" and p.output is not None}
-    failed = [p for p in phases if p.state == PhaseState.FAILED]
-    reason = f"phase {failed[0].name} failed: {failed[0].error[:200]}" if failed else "all phases done"
-    if failed:
-        batch.error = failed[0].error
+    reason = finish.reason
+    if finish.failed_phase:
+        batch.error = next(p for p in phases if p.name == finish.failed_phase).error
+        reason = f"{reason}: {batch.error[:200]}"
     audit.append(
-        transition(
-            batch,
-            to=outcome,
-            actor=ORCHESTRATOR,
-            reason=reason,
-            phase=failed[0].name if failed else "",
-            at=now,
-        )
+        transition(batch, to=outcome, actor=ORCHESTRATOR, reason=reason, phase=finish.failed_phase, at=now)
     )
-    events = [outbox_event(batch=batch, event_type=f"batch.{outcome.value}", at=now)]
-    if outcome == BatchState.FAILED and plan.on_failure == "rollback":
-        from orchestrator.services.rollback import begin_rollback
-
-        events += begin_rollback(
-            batch,
-            phases,
-            actor=ORCHESTRATOR,
-            reason="automatic rollback: the batch failed",
-            audit=audit,
-            now=now,
-        )
-    elif batch.parent_phase_id is not None:
-        transaction.on_commit(partial(notify_parent, batch))
-    return events
+    return [outbox_event(batch=batch, event_type=f"batch.{outcome.value}", at=now)]
 
 
 def notify_parent(child: Batch) -> None:
     """Tell the parent of a child batch that the child has ended (after commit)."""
-    from tasks.orchestration import child_batch_finished_task
-
-    enqueue_orchestration(child_batch_finished_task, (str(child.id),), child)
+    enqueue_orchestration(CHILD_FINISHED_TASK, (str(child.id),), child)
 
 
 def _dispatch(batch: Batch, phases: list[PhaseRun], attempt: int = 1) -> None:

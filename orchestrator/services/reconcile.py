@@ -43,12 +43,17 @@ from orchestrator.models import Batch, ChunkRun, DeferredTask, PhaseRun, WorkLea
 from orchestrator.pipelines import missing_ranges
 from orchestrator.services.phases import phase_complete
 from orchestrator.states import BATCH_TERMINAL, BatchState, PhaseState
-from orchestrator.workflows import PhaseDispatch, dispatch_phase, enqueue_orchestration, queue_for
+from orchestrator.workflows import (
+    BATCH_START_TASK,
+    CHILD_FINISHED_TASK,
+    PhaseDispatch,
+    dispatch_phase,
+    enqueue_orchestration,
+    queue_for,
+)
 
 logger = logging.getLogger(__name__)
 LOCK = "bos:reconciler"
-BATCH_START_TASK = "tasks.orchestration.batch_start_task"
-CHILD_FINISHED_TASK = "tasks.orchestration.child_batch_finished_task"
 
 
 @dataclass

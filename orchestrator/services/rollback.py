@@ -25,7 +25,7 @@ from orchestrator.services.events import ORCHESTRATOR, emit, outbox_event, trans
 from orchestrator.services.execution import PhaseRef, batch_facts, run_batch_handler
 from orchestrator.services.progress import lock_batch, save_batch
 from orchestrator.states import BatchState, PhaseState, TransitionNotAllowed
-from orchestrator.workflows import enqueue_orchestration
+from orchestrator.workflows import COMPENSATE_TASK, enqueue_orchestration
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
 ROLLBACK_FROM = {
@@ -71,9 +71,7 @@ def begin_rollback(
 
 
 def enqueue_compensation(batch: Batch, countdown: float = 0) -> None:
-    from tasks.orchestration import compensate_task
-
-    enqueue_orchestration(compensate_task, (str(batch.id),), batch, countdown=countdown)
+    enqueue_orchestration(COMPENSATE_TASK, (str(batch.id),), batch, countdown=countdown)
 
 
 def batch_rollback(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
