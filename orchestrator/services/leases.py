@@ -195,6 +195,11 @@ class Heartbeat:
             except Exception:  # noqa: BLE001 - a missed beat is retried; the lease has slack for two
                 logger.warning("lease heartbeat failed; trying again in %.0f s", interval, exc_info=True)
                 close_old_connections()
+            finally:
+                if not self.held():
+                    # Idle: hold no database connection (a test database must be droppable,
+                    # and a pool must not keep one per idle worker process).
+                    connection.close()
 
     def renew(self, now: datetime | None = None) -> None:
         """Extend every held lease; mark those that could not be renewed as lost."""

@@ -19,7 +19,13 @@ from orchestrator.breakers import breaker
 from orchestrator.models import Batch, ChunkRun, ItemResult, PhaseRun, WorkLease
 from orchestrator.services.batches import batch_cancel, batch_create, batch_start
 from orchestrator.services.leases import HEARTBEAT, Claim, LeaseHandle, lease_take, owner_name
-from orchestrator.services.phases import RetryChunk, phase_chunk_run, phase_complete, phase_fail
+from orchestrator.services.phases import (
+    RetryChunk,
+    phase_batch_run,
+    phase_chunk_run,
+    phase_complete,
+    phase_fail,
+)
 from orchestrator.services.reconcile import reconcile
 from tasks.phases import retry_options
 from tests.support.clock import after_lease
@@ -249,3 +255,40 @@ def test_work_waiting_past_its_limit_fails_its_items_as_dependency_failures() ->
 def test_a_celery_retry_while_waiting_never_runs_out_of_retries() -> None:
     task = SimpleNamespace(request=SimpleNamespace(retries=500))
     assert retry_options(task)["max_retries"] > 500
+
+
+@pytest.mark.django_db
+def test_a_per_batch_handler_waits_for_an_open_breaker_without_using_attempts() -> None:
+    publish_test_pipeline(
+        "waits-batch", [{"name": "score", "handler": "test.scoring_batch", "mode": "per_batch"}]
+    )
+    gate = settings.BOS_HOME / f"gate-{uuid.uuid4().hex}"
+    gate.write_text("closed")
+    request = batch_request(
+        pipeline="waits-batch", items=[{"key": "k", "payload": {}}], metadata={"gate": str(gate)}
+    )
+    batch = batch_create(request=request, actor="test").batch
+    batch_start(batch_id=batch.id)
+    score = PhaseRun.objects.get(batch=batch, name="score")
+    dependency = breaker("test-scoring")
+    dependency.close()
+    try:
+        now, waits = timezone.now(), 0
+        for _ in range(100 + settings.BOS_BREAKER_FAIL_MAX):
+            try:
+                phase_batch_run(phase_run_id=score.id, task_id="t-batch-wait", now=now)
+            except RetryChunk as retry:
+                waits += not retry.attempt_used
+            dependency._state_storage.opened_at = timezone.now()  # noqa: SLF001 - hold it open
+            now += timedelta(minutes=14)
+        assert waits >= 100
+        assert PhaseRun.objects.get(id=score.id).state == "running"
+
+        gate.unlink()
+        dependency.close()
+        phase_batch_run(phase_run_id=score.id, task_id="t-batch-wait", now=now)
+    finally:
+        gate.unlink(missing_ok=True)
+        dependency.close()
+    assert PhaseRun.objects.get(id=score.id).output == {"scored": 1}
+    assert Batch.objects.get(id=batch.id).state == "completed"

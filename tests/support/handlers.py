@@ -141,3 +141,11 @@ def handler_calls(run: str) -> dict[str, int]:
 
     raw = redis.Redis.from_url(settings.REDIS_URL).hgetall(f"bos:test:calls:{run}")
     return {k.decode(): int(v) for k, v in raw.items()}
+
+
+@batch_handler("test.scoring_batch", dependency="test-scoring")
+def scoring_batch(ctx: BatchContext) -> dict[str, Any]:
+    """A per-batch handler calling the same 'scoring service' as `test.scoring`."""
+    if Path(ctx.metadata["gate"]).exists():
+        raise DependencyUnavailable("test-scoring", "connection refused")
+    return {"scored": ctx.items_total}
