@@ -17,7 +17,7 @@ schema and fail at the INSERT, looking like a database failure.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -39,6 +39,17 @@ class MessageRejected(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def _in_range(value: datetime | None) -> datetime | None:
+    """`value`, if it is a time in UTC too: 9999-12-31T23:59:59-23:59 is year 10000 there,
+    which PostgreSQL would store and Python could never read back."""
+    if value is not None and value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValueError("must be a time between the years 1 and 9999 in UTC") from exc
+    return value
 
 
 class _Lenient(BaseModel):
@@ -72,7 +83,7 @@ class BatchRequestedData(_Lenient):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("deadline must include a time zone (e.g. ...Z)")
-        return value
+        return _in_range(value)
 
 
 class BatchRefData(_Lenient):
@@ -88,6 +99,11 @@ class Envelope(_Lenient):
     correlation_id: str | None = Field(default=None, max_length=200)
     tenant: str = Field(pattern=TENANT_PATTERN)
     data: dict[str, Any]
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _occurred_in_range(cls, value: datetime | None) -> datetime | None:
+        return _in_range(value)
 
     @field_validator("schema_version")
     @classmethod
