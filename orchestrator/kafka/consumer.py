@@ -283,6 +283,7 @@ class BatchRequestConsumer:
         session_timeout_ms: int = 10_000,
         should_stop: Callable[[], bool] = lambda: False,
         health: ConsumerHealth | None = None,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.topic = topic or settings.BOS_TOPIC_REQUESTS
         self.dlq_topic = dlq_topic or settings.BOS_TOPIC_DLQ
@@ -291,6 +292,7 @@ class BatchRequestConsumer:
         self.max_records = max_records
         self.should_stop = should_stop
         self.backoff = 0.0
+        self.sleep = sleep  # how backoffs are waited out (a test drives its own clock)
         self.health = health or ConsumerHealth(group=self.group_id, topic=self.topic)
         self.joined = False
         # Offsets handled but not yet committed (a commit failed, or a rebalance came first).
@@ -384,9 +386,11 @@ class BatchRequestConsumer:
 
     def _pause(self) -> None:
         """Wait out the backoff of a transient failure (SIGTERM cuts it short)."""
-        until = time.monotonic() + self.backoff
-        while not self.should_stop() and (left := until - time.monotonic()) > 0:
-            time.sleep(min(left, 0.25))
+        left = self.backoff
+        while left > 0 and not self.should_stop():
+            step = min(left, 0.25)
+            self.sleep(step)
+            left -= step
 
     def _consume(self, tp: TopicPartition, records: list[ConsumerRecord], stats: PollStats) -> None:
         """Handle a partition's records in order (`stats.retried` counts a rewind).
