@@ -145,7 +145,9 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH, root: str = "message
     """
     if isinstance(text, bytes):
         text = text.decode("utf-8")
-    if nesting_depth(text, stop_after=max_depth) > max_depth:
+    # Fewer opening brackets than the limit cannot nest past it (most messages): no scan.
+    few = text.count("[") + text.count("{") <= max_depth
+    if not few and nesting_depth(text, stop_after=max_depth) > max_depth:
         raise UnsafeJSON(Problem(ProblemKind.TOO_DEEP, root, rule(ProblemKind.TOO_DEEP, max_depth=max_depth)))
     refused: list[bool] = []
 
