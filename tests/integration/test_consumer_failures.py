@@ -168,3 +168,31 @@ def test_a_failed_poll_is_backed_off_and_the_loop_goes_on(
     send_raw(consumer.topic, [(b"acme:y", json.dumps(good).encode())])
     poll_until(consumer, lambda t: t.processed >= 1, what="the request")
     assert Batch.objects.filter(external_id=good["data"]["external_id"]).exists()
+
+
+def test_a_command_whose_work_cannot_be_sent_after_commit_is_applied_once_and_committed(
+    consumer: BatchRequestConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kombu.exceptions import OperationalError as BrokerDown
+
+    from orchestrator.models import PhaseRun, ProcessedEvent
+    from orchestrator.services.batches import batch_create
+    from tests.support.factories import batch_request
+
+    batch = batch_create(request=batch_request(), actor="test").batch  # held: no worker runs it
+    Batch.objects.filter(id=batch.id).update(state="failed")
+    PhaseRun.objects.filter(batch=batch).update(state="failed")
+
+    def broker_down(dispatch: Any) -> None:
+        raise BrokerDown("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr("orchestrator.services.progress._enqueue_phases", broker_down)
+    retry = request_message()
+    retry.update(event_type="batch.retry_requested", data={"external_id": batch.external_id})
+    send_raw(consumer.topic, [(b"acme:retry", json.dumps(retry).encode())])
+
+    stats = poll_until(consumer, lambda t: t.processed >= 1, what="the retry command")
+    assert (stats.processed, stats.dead_lettered, stats.retried) == (1, 0, 0)
+    assert Batch.objects.get(id=batch.id).state == "running"  # stored; the reconciler sends the rest
+    assert ProcessedEvent.objects.filter(event_id=retry["event_id"]).count() == 1
+    assert sum(committed(consumer.group_id, consumer.topic).values()) == 1
