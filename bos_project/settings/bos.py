@@ -23,7 +23,8 @@ BOS_ENCRYPTION_KEYS = encryption_keys(_bos_env())
 
 # Limits on inbound requests; a request over them is refused (DLQ or HTTP 413/400).
 BOS_MAX_ITEMS = positive_int("BOS_MAX_ITEMS", 10_000)
-BOS_MAX_MESSAGE_BYTES = positive_int("BOS_MAX_MESSAGE_BYTES", 16 * 1024 * 1024)
+# 1 MiB: Kafka's own default limit (CONTRACT §1).
+BOS_MAX_MESSAGE_BYTES = positive_int("BOS_MAX_MESSAGE_BYTES", 1024 * 1024)
 BOS_MAX_ITEM_BYTES = positive_int("BOS_MAX_ITEM_BYTES", 256 * 1024)
 # Items per Celery task in a per-item phase (a pipeline phase may set its own).
 BOS_CHUNK_SIZE = positive_int("BOS_CHUNK_SIZE", 100)
@@ -76,7 +77,11 @@ BOS_KAFKA_REQUEST_PARTITIONS = positive_int("BOS_KAFKA_REQUEST_PARTITIONS", 6)
 BOS_KAFKA_EVENT_PARTITIONS = positive_int("BOS_KAFKA_EVENT_PARTITIONS", 3)
 BOS_KAFKA_DLQ_PARTITIONS = positive_int("BOS_KAFKA_DLQ_PARTITIONS", 1)
 BOS_KAFKA_REPLICATION_FACTOR = positive_int("BOS_KAFKA_REPLICATION_FACTOR", 1)
-# Longest pause between two attempts to reach the broker at start-up.
+# The largest record the consumer writes to the DLQ (its producer's max_request_size; keep
+# it within the DLQ topic's max.message.bytes): a larger dead letter goes there truncated.
+BOS_KAFKA_DLQ_MAX_BYTES = positive_int("BOS_KAFKA_DLQ_MAX_BYTES", 1024 * 1024)
+# Longest pause between two attempts to reach the broker at start-up, and between two
+# tries of a record whose failure was transient.
 BOS_KAFKA_BACKOFF_CAP_SECONDS = env.float("BOS_KAFKA_BACKOFF_CAP_SECONDS", default=30.0)
 # How the group's partitions are shared among consumers (docs/kafka.md#rebalancing).
 BOS_KAFKA_ASSIGNMENT = choice(

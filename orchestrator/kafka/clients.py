@@ -73,6 +73,16 @@ def make_producer(**overrides: object) -> KafkaProducer:
     return KafkaProducer(**config)
 
 
+def make_dlq_producer() -> KafkaProducer:
+    """The request consumer's producer for dead letters.
+
+    Its `max_request_size` is set explicitly, from `BOS_KAFKA_DLQ_MAX_BYTES`, so the
+    consumer knows the largest record it may write and truncates a larger dead letter
+    to fit (orchestrator.kafka.consumer.fit_dead_letter) instead of failing on it.
+    """
+    return make_producer(max_request_size=settings.BOS_KAFKA_DLQ_MAX_BYTES, client_id="bos-dlq")
+
+
 def ensure_topics(topics: list[str], *, partitions: int | None = None) -> None:
     """Create the topics that do not exist yet (the consumer never auto-creates them).
 

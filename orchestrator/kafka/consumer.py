@@ -1,34 +1,52 @@
-"""The Kafka consumer of batch requests (CONTRACT §2).
+"""The Kafka consumer of batch requests (CONTRACT §2): a loop that no record can stop.
 
 The loop is validate → store → commit. A record is committed only after what it caused
-is durably stored, or after it was dead-lettered with its reason; a transient failure
-(database unreachable) rewinds the partition to that record and backs off, so nothing
-is lost and nothing is skipped. Values are deserialized inside the handler, so a bad
-message can't wedge the loop.
+is durably stored, or after it was dead-lettered with its reason. Every failure of one
+record is classified (`is_transient`):
+
+- it can never succeed: not UTF-8 JSON, NaN or a U+0000 that PostgreSQL would refuse,
+  nesting too deep (orchestrator.input_safety), the wrong schema, an unknown pipeline, a
+  pinned version this process cannot run, too many items, too large; or it failed in a
+  way nothing classified (a data exception of the database, a bug), which must not stop
+  intake either (`unprocessable`) → the DLQ, with the `bos-*` headers and the reason. A
+  dead letter larger than the DLQ producer's `max_request_size` goes there truncated,
+  with its original size in the headers (`fit_dead_letter`);
+- transient: the database unreachable, the DLQ write failing or timing out, the broker
+  away → the partition is rewound to that record and the consumer backs off (0.5 s,
+  doubling up to `BOS_KAFKA_BACKOFF_CAP_SECONDS`), then reads it again.
+
+The Celery broker refusing the start of a batch after it was committed does neither: the
+batch is stored, and the reconciler sends the start of a batch left `accepted` (see
+orchestrator.services.intake). The process stops only on SIGTERM or a configuration
+error at start-up. Values are deserialized inside the handler, so a bad record can't
+wedge the loop.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, transaction
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from orchestrator.contracts import contracts
 from orchestrator.errors import Conflict, OrchestrationError
-from orchestrator.kafka.clients import BOOTSTRAP_TIMEOUT_MS, make_producer, next_backoff, with_backoff
+from orchestrator.kafka.clients import BOOTSTRAP_TIMEOUT_MS, make_dlq_producer, next_backoff, with_backoff
 from orchestrator.kafka.health import ConsumerHealth
 from orchestrator.kafka.messages import (
     BatchRefData,
@@ -44,7 +62,87 @@ from orchestrator.services.batches import BatchRequest, batch_cancel, batch_retr
 from orchestrator.services.intake import Intake, batch_create_many
 
 logger = logging.getLogger(__name__)
-TRANSIENT = (OperationalError, InterfaceError, ConnectionError)
+T = TypeVar("T")
+# The DLQ class of a record that failed in a way nothing classified.
+UNPROCESSABLE = "unprocessable"
+DLQ_SEND_TIMEOUT_SECONDS = 30
+# Room for the record batch's and the record's own framing (kafka-python's estimate is
+# 61 bytes plus a few varints).
+DLQ_RECORD_OVERHEAD = 512
+# A dead-letter key longer than this is cut (it only chooses the DLQ partition).
+MAX_DEAD_LETTER_KEY = 1024
+# What a dead letter is cut to when the broker refuses even the truncated record.
+MIN_DEAD_LETTER_BYTES = 16 * 1024
+# SQLSTATE classes that the data of a request causes: 22 data exception (e.g. a value out
+# of range), 23 integrity violation, 54 program limit exceeded. Any other error from the
+# database (connection, resources, shutdown, a missing table or privilege) is about the
+# database, not the record, and may pass.
+DATA_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
+
+
+class DeadLetterFailed(Exception):
+    """The DLQ could not be written: the record stays uncommitted and is tried again."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when the same record may succeed later: a dependency failed, not the data."""
+    if isinstance(
+        exc, DeadLetterFailed | BrokerUnavailable | KafkaTimeoutError | ConnectionError | TimeoutError
+    ):
+        return True
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable)
+    if isinstance(exc, InterfaceError | psycopg.InterfaceError):
+        return True
+    if isinstance(exc, DatabaseError | psycopg.Error):
+        state = next((s for e in (exc, exc.__cause__) if (s := getattr(e, "sqlstate", None))), None)
+        if state is None:  # no answer from the server: the connection failed, or a client-side refusal
+            return isinstance(exc, OperationalError | psycopg.OperationalError)
+        return str(state)[:2] not in DATA_SQLSTATE_CLASSES
+    return False
+
+
+def _header(text: str, max_chars: int | None = None) -> bytes:
+    """UTF-8, with what UTF-8 cannot hold (a lone surrogate) escaped, then cut to size."""
+    safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return safe[:max_chars].encode("utf-8")
+
+
+def dlq_headers(record: ConsumerRecord, code: str, message: str) -> list[tuple[str, bytes]]:
+    """The five `bos-*` headers of CONTRACT §2 (schemas/headers/dlq.schema.json)."""
+    return [
+        ("bos-error-class", _header(code)),
+        ("bos-error", _header(message, 1000)),
+        ("bos-source-topic", _header(record.topic)),
+        ("bos-source-partition", str(record.partition).encode()),
+        ("bos-source-offset", str(record.offset).encode()),
+    ]
+
+
+def fit_dead_letter(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]], *, limit: int
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The key, value and headers of a dead letter, cut to fit a record of `limit` bytes.
+
+    A record that fits is unchanged. Otherwise the value keeps its first bytes (so an
+    operator still sees what it was) and the headers say so: `bos-truncated: true` and
+    `bos-original-size` (the value's size in bytes; `bos-source-offset` finds the whole
+    record on the source topic while it is retained). A key longer than
+    `MAX_DEAD_LETTER_KEY` is cut too, and `bos-original-key-size` gives its size.
+    """
+
+    def size(k: bytes | None, v: bytes | None, h: list[tuple[str, bytes]]) -> int:
+        return len(k or b"") + len(v or b"") + sum(len(n) + len(x) for n, x in h) + DLQ_RECORD_OVERHEAD
+
+    if size(key, value, headers) <= limit:
+        return key, value, headers
+    extra = [("bos-truncated", b"true"), ("bos-original-size", str(len(value or b"")).encode())]
+    if key is not None and len(key) > MAX_DEAD_LETTER_KEY:
+        extra.append(("bos-original-key-size", str(len(key)).encode()))
+        key = key[:MAX_DEAD_LETTER_KEY]
+    headers = headers + extra
+    room = max(limit - size(key, b"", headers), 0)
+    return key, (value or b"")[:room], headers
 
 
 @dataclass
@@ -52,6 +150,30 @@ class PollStats:
     processed: int = 0
     dead_lettered: int = 0
     retried: int = 0
+
+
+@contextmanager
+def _stored_then_sent(what: str) -> Iterator[None]:
+    """An outermost transaction whose after-commit sends may fail without failing it.
+
+    What the body wrote is committed; if a callback then fails (the Celery broker is
+    down), the work it would have sent is left to the reconciler, and the caller goes on
+    as if it was sent: reading the record again would find it done and send nothing.
+    """
+    committed: list[bool] = []
+    try:
+        with transaction.atomic():
+            transaction.on_commit(lambda: committed.append(True))  # runs first: callbacks keep their order
+            yield
+    except Exception as exc:
+        if not committed:
+            raise
+        logger.warning(
+            "%s was stored, but sending its work after commit failed (%s: %s); the reconciler sends it",
+            what,
+            type(exc).__name__,
+            exc,
+        )
 
 
 def _intake_of(envelope: Envelope) -> Intake:
@@ -79,7 +201,7 @@ def _handle_batch_command(service: Callable[..., Any], envelope: Envelope) -> st
     )
     if batch_id is None:
         raise MessageRejected("batch_not_found", f"no batch {envelope.tenant}:{data.external_id}")
-    with transaction.atomic():
+    with _stored_then_sent(f"{envelope.event_type} {envelope.event_id}"):
         tenant = Tenant.objects.get(slug=envelope.tenant)
         _, created = ProcessedEvent.objects.get_or_create(
             event_id=envelope.event_id,
@@ -161,6 +283,7 @@ class BatchRequestConsumer:
         session_timeout_ms: int = 10_000,
         should_stop: Callable[[], bool] = lambda: False,
         health: ConsumerHealth | None = None,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.topic = topic or settings.BOS_TOPIC_REQUESTS
         self.dlq_topic = dlq_topic or settings.BOS_TOPIC_DLQ
@@ -169,6 +292,7 @@ class BatchRequestConsumer:
         self.max_records = max_records
         self.should_stop = should_stop
         self.backoff = 0.0
+        self.sleep = sleep  # how backoffs are waited out (a test drives its own clock)
         self.health = health or ConsumerHealth(group=self.group_id, topic=self.topic)
         self.joined = False
         # Offsets handled but not yet committed (a commit failed, or a rebalance came first).
@@ -184,7 +308,7 @@ class BatchRequestConsumer:
             with startup_step("join", self.health.step):
                 self.consumer = self._connect(session_timeout_ms)
                 self.consumer.subscribe([self.topic], listener=_CommitOnRevoke(self))
-                self.producer = make_producer()
+                self.producer = make_dlq_producer()
         except Exception as exc:
             self.health.failed(str(exc))
             raise
@@ -222,11 +346,19 @@ class BatchRequestConsumer:
         )
 
     def poll_once(self) -> PollStats:
-        """Poll once, handle every record in order, commit what is done."""
+        """Poll once, handle every record in order, commit what is done. Never raises.
+
+        A failure of the poll itself (the broker away) is logged and backed off; a
+        failure while handling a partition's records rewinds that partition (`_consume`).
+        """
         stats = PollStats()
-        if self.backoff:
-            time.sleep(self.backoff)
-        batches = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+        self._pause()
+        try:
+            batches = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive any broker trouble
+            self.backoff = next_backoff(self.backoff, cap=settings.BOS_KAFKA_BACKOFF_CAP_SECONDS)
+            logger.warning("poll failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, self.backoff)
+            return stats
         self.health.polled()
         if self.joined and not self.health.state["ready"]:
             self.health.ready()
@@ -237,84 +369,143 @@ class BatchRequestConsumer:
         if not batches:
             return stats
         close_old_connections()
-        for tp, records in batches.items():
-            if self._consume(tp, records, stats):
-                self.backoff = 0.0
-            if self.should_stop():
+        polled = list(batches.items())
+        for n, (tp, records) in enumerate(polled):
+            if self.should_stop():  # leave the rest unread: position back to their first record
+                for later, unread in polled[n:]:
+                    self.consumer.seek(later, unread[0].offset)
                 break
+            self._consume(tp, records, stats)
+        if stats.retried:
+            self.backoff = next_backoff(self.backoff, cap=settings.BOS_KAFKA_BACKOFF_CAP_SECONDS)
+            logger.warning("backing off %.1fs after a transient failure", self.backoff)
+        else:
+            self.backoff = 0.0
         self.commit_processed(reason="polled")
         return stats
 
-    def _consume(self, tp: TopicPartition, records: list[ConsumerRecord], stats: PollStats) -> bool:
-        """Handle a partition's records in order; False when a transient failure rewound it.
+    def _pause(self) -> None:
+        """Wait out the backoff of a transient failure (SIGTERM cuts it short)."""
+        left = self.backoff
+        while left > 0 and not self.should_stop():
+            step = min(left, 0.25)
+            self.sleep(step)
+            left -= step
+
+    def _consume(self, tp: TopicPartition, records: list[ConsumerRecord], stats: PollStats) -> None:
+        """Handle a partition's records in order (`stats.retried` counts a rewind).
 
         Consecutive batch requests are stored together (orchestrator.services.intake: a
         fixed number of statements for the lot); a command first stores the requests
-        before it, so it sees them. The commit point moves only past stored records.
+        before it, so it sees them. The commit point moves only past a prefix of records
+        that all took effect or were dead-lettered; on a transient failure (or anything
+        unclassified that escaped a record's handling) the partition is rewound to the
+        first record that did not, and the consumer backs off.
         """
+        final: dict[int, bool] = {}  # offset -> dead-lettered, for records handled for good
         pending: list[tuple[ConsumerRecord, Intake]] = []
-        stored = handled = 0  # records[:stored] took effect (or were dead-lettered)
-        rewound = False
         try:
             for record in records:
-                envelope = self._parse(record)
-                if envelope is None:
-                    stats.dead_lettered += 1
-                elif envelope.event_type == "batch.requested":
-                    try:
-                        pending.append((record, _intake_of(envelope)))
-                    except MessageRejected as exc:
-                        self._dead_letter(record, exc.code, exc.message)
-                        stats.dead_lettered += 1
-                else:
-                    stats.dead_lettered += self._store(pending)
-                    stats.dead_lettered += self._command(record, envelope)
-                handled += 1
-                stats.processed += 1
-                if not pending:
-                    stored = handled
+                self._take(record, pending, final)
                 if self.should_stop():
                     break
-            stats.dead_lettered += self._store(pending)
-            stored = handled
-        except TRANSIENT as exc:
-            first = records[stored]
-            logger.warning(
-                "transient failure at %s[%d]@%d, will retry from there: %s",
+            self._store(pending, final)
+        except Exception as exc:  # noqa: BLE001 - classified: transient, or rewound to be safe
+            close_old_connections()
+            transient = is_transient(exc)
+            (logger.warning if transient else logger.exception)(
+                "%s[%d]: %s failure (%s: %s); will read it again from the first record not done",
                 tp.topic,
                 tp.partition,
-                first.offset,
+                "transient" if transient else "unexpected",
+                type(exc).__name__,
                 exc,
             )
-            close_old_connections()
-            self.consumer.seek(tp, first.offset)
-            self.backoff = next_backoff(self.backoff, cap=30.0)
             stats.retried += 1
-            rewound = True
-        if stored:
-            self.processed[tp] = OffsetAndMetadata(records[stored - 1].offset + 1, "", -1)
-        return not rewound
+        done = 0
+        for record in records:
+            if record.offset not in final:
+                break
+            done += 1
+            stats.processed += 1
+            stats.dead_lettered += final[record.offset]
+        if done:
+            self.processed[tp] = OffsetAndMetadata(records[done - 1].offset + 1, "", -1)
+        if done < len(records):  # rewound, or stopping: read the rest again
+            self.consumer.seek(tp, records[done].offset)
 
-    def _parse(self, record: ConsumerRecord) -> Envelope | None:
-        """The record's envelope, or None once it was dead-lettered."""
+    def _take(
+        self, record: ConsumerRecord, pending: list[tuple[ConsumerRecord, Intake]], final: dict[int, bool]
+    ) -> None:
+        """Handle one record: dead-letter it, apply its command, or queue its request."""
+        envelope = self._guarded(record, final, lambda: self._parse(record))
+        if envelope is None:
+            return
+        if envelope.event_type == "batch.requested":
+            intake = self._guarded(record, final, lambda: _intake_of(envelope))
+            if intake is not None:
+                pending.append((record, intake))
+            return
+        self._store(pending, final)
+        message = self._guarded(record, final, lambda: COMMANDS[envelope.event_type](envelope))
+        if message is not None:
+            final[record.offset] = False
+            logger.info(
+                "%s[%d]@%d %s: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                envelope.event_type,
+                message,
+            )
+
+    def _guarded(self, record: ConsumerRecord, final: dict[int, bool], step: Callable[[], T]) -> T | None:
+        """`step()`, or None once the record was dead-lettered; transient failures propagate."""
         try:
-            return parse_envelope(record.value, max_bytes=settings.BOS_MAX_MESSAGE_BYTES)
-        except MessageRejected as exc:
+            return step()
+        except (MessageRejected, OrchestrationError) as exc:
             self._dead_letter(record, exc.code, exc.message)
-            return None
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            self._unprocessable(record, exc)
+        final[record.offset] = True
+        return None
 
-    def _store(self, pending: list[tuple[ConsumerRecord, Intake]]) -> int:
-        """Store the pending requests in one transaction; dead-letter the ones refused."""
-        if not pending:
-            return 0
-        results = batch_create_many([intake for _, intake in pending])
-        refused = 0
-        for (record, _), result in zip(pending, results, strict=True):
+    def _parse(self, record: ConsumerRecord) -> Envelope:
+        return parse_envelope(record.value, max_bytes=settings.BOS_MAX_MESSAGE_BYTES)
+
+    def _store(self, pending: list[tuple[ConsumerRecord, Intake]], final: dict[int, bool]) -> None:
+        """Store the pending requests in one transaction; dead-letter the ones refused.
+
+        When the lot fails for a reason that is not transient, one of them is to blame
+        (a value the checks let through, a bug): each is then stored alone, so only that
+        one is dead-lettered.
+        """
+        lot = list(pending)
+        pending.clear()
+        if not lot:
+            return
+        try:
+            results = batch_create_many([intake for _, intake in lot])
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if len(lot) == 1:
+                self._unprocessable(lot[0][0], exc)
+                final[lot[0][0].offset] = True
+                return
+            logger.warning("storing %d requests together failed (%s); storing them one by one", len(lot), exc)
+            for one in lot:
+                self._store([one], final)
+            return
+        for (record, _), result in zip(lot, results, strict=True):
             if isinstance(result, OrchestrationError):
                 # Unknown pipeline or version, too many items, ...: it will never succeed.
                 self._dead_letter(record, result.code, result.message)
-                refused += 1
+                final[record.offset] = True
                 continue
+            final[record.offset] = False
             logger.info(
                 "%s[%d]@%d batch.requested: batch %s %s",
                 record.topic,
@@ -323,20 +514,6 @@ class BatchRequestConsumer:
                 result.batch.id,
                 "created" if result.created else "already exists",
             )
-        pending.clear()
-        return refused
-
-    def _command(self, record: ConsumerRecord, envelope: Envelope) -> int:
-        """Apply a cancel or retry command; 1 when it was dead-lettered."""
-        try:
-            message = COMMANDS[envelope.event_type](envelope)
-        except (MessageRejected, OrchestrationError) as exc:
-            self._dead_letter(record, exc.code, exc.message)
-            return 1
-        logger.info(
-            "%s[%d]@%d %s: %s", record.topic, record.partition, record.offset, envelope.event_type, message
-        )
-        return 0
 
     def commit_processed(self, partitions: set[TopicPartition] | None = None, *, reason: str) -> None:
         """Commit the offsets handled so far (on `partitions` only, when given).
@@ -361,18 +538,42 @@ class BatchRequestConsumer:
             if self.processed.get(tp) is offset:
                 del self.processed[tp]
 
-    def _dead_letter(self, record: ConsumerRecord, code: str, message: str) -> None:
-        headers = [
-            ("bos-error-class", code.encode()),
-            ("bos-error", message[:1000].encode()),
-            ("bos-source-topic", record.topic.encode()),
-            ("bos-source-partition", str(record.partition).encode()),
-            ("bos-source-offset", str(record.offset).encode()),
-        ]
-        # Wait for the broker's ack: the record is committed only once its DLQ copy exists.
-        self.producer.send(self.dlq_topic, key=record.key, value=record.value, headers=headers).get(
-            timeout=30
+    def _unprocessable(self, record: ConsumerRecord, exc: Exception) -> None:
+        """Dead-letter a record that failed in a way nothing classified (not transient)."""
+        logger.error(
+            "%s[%d]@%d failed and is dead-lettered as unprocessable",
+            record.topic,
+            record.partition,
+            record.offset,
+            exc_info=exc,
         )
+        first_line = (str(exc).splitlines() or [""])[0]
+        self._dead_letter(record, UNPROCESSABLE, f"handling it failed: {type(exc).__name__}: {first_line}")
+
+    def _dead_letter(self, record: ConsumerRecord, code: str, message: str) -> None:
+        """Write the record to the DLQ and wait for the broker's ack.
+
+        The record is committed only once its DLQ copy exists, so a DLQ that cannot be
+        written is a transient failure (`DeadLetterFailed`): the record is tried again.
+        """
+        base = dlq_headers(record, code, message)
+        key, value, headers = fit_dead_letter(
+            record.key, record.value, base, limit=settings.BOS_KAFKA_DLQ_MAX_BYTES
+        )
+        try:
+            try:
+                self._send_dead_letter(key, value, headers)
+            except MessageSizeTooLargeError:
+                # The broker's limit is below ours (the DLQ topic's max.message.bytes):
+                # the headers and the value's first bytes still say what it was.
+                key, value, headers = fit_dead_letter(
+                    record.key, record.value, base, limit=MIN_DEAD_LETTER_BYTES
+                )
+                self._send_dead_letter(key, value, headers)
+        except KafkaError as exc:
+            raise DeadLetterFailed(
+                f"writing to {self.dlq_topic} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         logger.warning(
             "dead-lettered %s[%d]@%d to %s: %s: %s",
             record.topic,
@@ -382,6 +583,12 @@ class BatchRequestConsumer:
             code,
             message,
         )
+
+    def _send_dead_letter(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        future = self.producer.send(self.dlq_topic, key=key, value=value, headers=headers)
+        future.get(timeout=DLQ_SEND_TIMEOUT_SECONDS)
 
     def close(self) -> None:
         try:

@@ -7,18 +7,29 @@ JSON Schema cannot say (item keys unique within a batch), and tests/unit/
 test_schema_agreement.py keeps them in step. A message that fails here can never
 succeed: the consumer dead-letters it with the reason. Unknown extra fields are
 ignored so producers can add fields compatibly.
+
+Before any of that, the value is read with `orchestrator.input_safety.loads`, which
+refuses what PostgreSQL could not store (U+0000 or a lone surrogate in any string, NaN
+and Infinity, integers too long to convert) and nesting deeper than
+`input_safety.MAX_DEPTH`, naming the JSON path: such a message would otherwise pass the
+schema and fail at the INSERT, looking like a database failure.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from orchestrator import input_safety
+from orchestrator.input_safety import ProblemKind, UnsafeJSON
+
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 SUPPORTED_SCHEMA_VERSIONS = (1,)
+# Problems of text that is JSON in form but not in substance (NaN, nesting, huge integers)
+# are `invalid_json`; a string PostgreSQL cannot hold breaks the rules of its field.
+_TEXT_PROBLEMS = frozenset({ProblemKind.NUL, ProblemKind.SURROGATE})
 
 
 class MessageRejected(Exception):
@@ -28,6 +39,17 @@ class MessageRejected(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def _in_range(value: datetime | None) -> datetime | None:
+    """`value`, if it is a time in UTC too: 9999-12-31T23:59:59-23:59 is year 10000 there,
+    which PostgreSQL would store and Python could never read back."""
+    if value is not None and value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValueError("must be a time between the years 1 and 9999 in UTC") from exc
+    return value
 
 
 class _Lenient(BaseModel):
@@ -61,7 +83,7 @@ class BatchRequestedData(_Lenient):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("deadline must include a time zone (e.g. ...Z)")
-        return value
+        return _in_range(value)
 
 
 class BatchRefData(_Lenient):
@@ -77,6 +99,11 @@ class Envelope(_Lenient):
     correlation_id: str | None = Field(default=None, max_length=200)
     tenant: str = Field(pattern=TENANT_PATTERN)
     data: dict[str, Any]
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _occurred_in_range(cls, value: datetime | None) -> datetime | None:
+        return _in_range(value)
 
     @field_validator("schema_version")
     @classmethod
@@ -100,10 +127,13 @@ def parse_envelope(value: bytes | None, *, max_bytes: int) -> Envelope:
     if len(value) > max_bytes:
         raise MessageRejected("too_large", f"message is {len(value)} bytes; at most {max_bytes}")
     try:
-        raw = json.loads(value.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = input_safety.loads(value)
+    except UnsafeJSON as exc:
+        code = "invalid_schema" if exc.problem.kind in _TEXT_PROBLEMS else "invalid_json"
+        raise MessageRejected(code, str(exc.problem)) from exc
+    except (UnicodeDecodeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
         raise MessageRejected("invalid_json", f"value is not UTF-8 JSON: {exc}") from exc
-    except RecursionError as exc:  # e.g. 100 000 nested arrays: would crash the consumer
+    except RecursionError as exc:  # cannot happen past the depth check; never crash on it
         raise MessageRejected("invalid_json", "value is nested too deeply to read") from exc
     if not isinstance(raw, dict):
         raise MessageRejected("invalid_schema", "value must be a JSON object")

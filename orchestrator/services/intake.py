@@ -7,20 +7,27 @@ events. A request that can never succeed (unknown pipeline, too many items, ...)
 error in the result and takes nothing else down. Idempotent like `batch_create`: a known
 `event_id`, or a `(tenant, external_id)` that exists (in the database or earlier in the
 same list), creates nothing and answers the batch that exists.
+
+A pipeline version this process cannot run (a pinned version naming a handler its code
+lacks: `PipelineDefinitionError`) is such an error too, `pipeline_not_runnable`. The
+batches' starts are sent after commit; when the Celery broker refuses them, the batches
+are stored all the same (the commit happened) and stay `accepted` until the reconciler
+sends their start again, so a broker outage never undoes or loses a stored request.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from orchestrator.errors import OrchestrationError
+from orchestrator.errors import InvalidRequest, OrchestrationError
 from orchestrator.models import Batch, PhaseRun, ProcessedEvent, StateTransition, Tenant
+from orchestrator.pipelines import PipelineDefinitionError
 from orchestrator.selectors import pipeline_plan, resolve_pipeline_version
 from orchestrator.services import batches as batch_services
 from orchestrator.services.batches import (
@@ -34,6 +41,8 @@ from orchestrator.services.batches import (
 )
 from orchestrator.services.bulk import copy_items_many
 from orchestrator.services.events import emit, outbox_event
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,15 @@ def batch_create_many(intakes: Sequence[Intake]) -> list[BatchCreateResult | Orc
             pipeline_plan(version)  # a broken definition fails this request here
         except OrchestrationError as exc:
             results[i] = exc
+            continue
+        except PipelineDefinitionError as exc:
+            which = (
+                f"version {request.pipeline_version}" if request.pipeline_version else "its active version"
+            )
+            results[i] = InvalidRequest(
+                "pipeline_not_runnable",
+                f"pipeline {request.pipeline!r} ({which}) cannot run in this process ({exc.code}): {exc}",
+            )
             continue
         candidates.append((i, intake, version))
     if candidates:
@@ -139,8 +157,30 @@ def _store(
         emit([outbox_event(batch=b, event_type="batch.accepted", at=now) for _, _, b in created])
         for i, _, batch in created:
             results[i] = BatchCreateResult(batch, True)
-            # Looked up now, not imported: tests hold batches by patching it.
-            transaction.on_commit(partial(batch_services._enqueue_start, batch))
+        transaction.on_commit(lambda: _start_all([b for _, _, b in created]))
     for i, earlier in repeats:
         first = results[earlier]
         results[i] = BatchCreateResult(first.batch, False) if isinstance(first, BatchCreateResult) else first
+
+
+def _start_all(batches: list[Batch]) -> None:
+    """Send the starts of batches just committed; a failure leaves them to the reconciler.
+
+    The batches are stored (this runs after commit), so a broker that refuses the send
+    must not fail the caller, which would read the request again and find it done. The
+    first failure stops the sending: the broker is down, the rest would wait on it too.
+    """
+    for n, batch in enumerate(batches):
+        try:
+            # Looked up now, not imported: tests hold batches by patching it.
+            batch_services._enqueue_start(batch)
+        except Exception as exc:  # noqa: BLE001 - the commit happened; the reconciler starts them
+            logger.warning(
+                "the start of %d stored batch(es) was not sent (%s: %s); they stay accepted "
+                "until the reconciler sends it: %s",
+                len(batches) - n,
+                type(exc).__name__,
+                exc,
+                ", ".join(str(b.id) for b in batches[n:]),
+            )
+            return

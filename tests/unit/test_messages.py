@@ -75,3 +75,51 @@ def test_bad_data_is_rejected_with_the_field(data: dict[str, object]) -> None:
         parse_data(BatchRequestedData, data)
     assert err.value.code == "invalid_schema"
     assert err.value.message.startswith("data.")
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "message"),
+    [
+        (
+            '"data": {"external_id": "x\\u0000", "pipeline": "p", "items": [{"key": "a"}]}',
+            "invalid_schema",
+            "data.external_id: must not contain U+0000 (NUL)",
+        ),
+        (
+            '"data": {"external_id": "x", "pipeline": "p", "items": [{"key": "a", "payload": {"n": NaN}}]}',
+            "invalid_json",
+            "data.items[0].payload.n: must be a finite number (NaN and Infinity are not JSON)",
+        ),
+        (
+            '"data": {"external_id": "x", "pipeline": "p", "metadata": {"m": Infinity}, "items": [{"key": "a"}]}',
+            "invalid_json",
+            "data.metadata.m: must be a finite number (NaN and Infinity are not JSON)",
+        ),
+        (
+            '"data": {"external_id": "x", "pipeline": "p", "items": [{"key": "a", "payload": '
+            + "[" * 1200
+            + "]" * 1200
+            + "}]}",
+            "invalid_json",
+            "message: must not nest arrays and objects more than 100 levels deep",
+        ),
+        (
+            '"data": {"external_id": "x", "pipeline": "p", "priority": '
+            + "5" * 5000
+            + ', "items": [{"key": "a"}]}',
+            "invalid_json",
+            "data.priority: must be an integer of at most 4300 digits",
+        ),
+    ],
+)
+def test_values_postgres_would_refuse_are_rejected_at_parse_time_with_their_path(
+    raw: str, code: str, message: str
+) -> None:
+    value = (
+        '{"event_id": "e-1", "event_type": "batch.requested", "schema_version": 1, "tenant": "acme", '
+        + raw
+        + "}"
+    )
+    with pytest.raises(MessageRejected) as err:
+        parse_envelope(value.encode(), max_bytes=1_000_000)
+    assert (err.value.code, err.value.message) == (code, message)
