@@ -121,7 +121,7 @@ def batch_create(
                 batch.save(force_insert=True)
         except IntegrityError:
             existing = Batch.objects.select_related("tenant", "pipeline_version__pipeline").get(
-                tenant=tenant, external_id=request.external_id
+                tenant=tenant, external_id=request.external_id, parent__isnull=True
             )
             if event_id:
                 ProcessedEvent.objects.filter(event_id=event_id).update(batch=existing)
@@ -154,6 +154,7 @@ def new_batch(
         state="",
         parent_id=parent_phase.batch_id if parent_phase else None,
         parent_phase=parent_phase,
+        parent_attempt=parent_phase.attempts if parent_phase else None,
     )
 
 
