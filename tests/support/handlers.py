@@ -109,3 +109,13 @@ def gated_item(ctx: ItemContext) -> dict[str, Any]:
     if ctx.payload.get("gated") and Path(ctx.metadata["gate"]).exists():
         raise PermanentError("the gate is closed for this item")
     return {"passed": ctx.key}
+
+
+@batch_handler("test.hold")
+def hold(ctx: BatchContext) -> dict[str, Any]:
+    """Waits while the file named in the batch's metadata `hold` exists (at most 60 s):
+    the batch rests at this phase boundary until the test lets it go."""
+    deadline = time.monotonic() + 60
+    while Path(ctx.metadata["hold"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"held": True}
