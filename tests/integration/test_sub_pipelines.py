@@ -93,6 +93,33 @@ def test_a_child_that_rolls_back_fails_its_parent_phase(on_failure: str, parent_
 
 
 @pytest.mark.usefixtures("celery_worker", "test_pipelines")
+def test_a_child_whose_rollback_fails_for_good_fails_its_parent_phase(tmp_path: Path) -> None:
+    publish_test_pipeline(
+        "stuck-healing",
+        [
+            {"name": "first", "handler": "test.echo", "mode": "per_item", "compensate": "test.undo_gated"},
+            {"name": "boom", "handler": "test.explode", "mode": "per_batch", "after": ["first"]},
+        ],
+        on_failure="rollback",
+    )
+    parent_of("stuck-healing", "stuck-parent")
+    gate = tmp_path / "undo-gate"
+    gate.touch()
+    parent = batch_create(
+        request=batch_request(pipeline="stuck-parent", items=items(3), metadata={"undo_gate": str(gate)}),
+        actor="test",
+    ).batch
+
+    ended = wait_for_terminal(parent.id, timeout=90)
+
+    child = Batch.objects.get(parent=parent)
+    assert (child.state, ended.state) == ("rollback_failed", "failed")
+    assert ended.phases.get(name="child").error.startswith(
+        f"child batch {child.id} ended rollback_failed: compensation of first failed after 3 attempts"
+    )
+
+
+@pytest.mark.usefixtures("celery_worker", "test_pipelines")
 def test_a_tenant_batch_named_like_a_child_is_not_adopted() -> None:
     external_id = "report-7"
     own = batch_create(
