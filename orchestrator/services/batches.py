@@ -229,8 +229,10 @@ def batch_cancel(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
         emit([outbox_event(batch=batch, event_type="batch.cancelled", at=now)])
         if batch.parent_phase_id is not None:
             transaction.on_commit(partial(notify_parent, batch))
-        # Sub-pipelines started for this batch are cancelled with it (and theirs, in turn).
-        for child_id in batch.children.exclude(state__in=BATCH_TERMINAL).values_list("id", flat=True):
+        # Sub-pipelines started for this batch are cancelled with it (and theirs, in turn);
+        # a child rolling back finishes its rollback (a rollback cannot be cancelled).
+        live = batch.children.exclude(state__in=[*BATCH_TERMINAL, BatchState.ROLLING_BACK])
+        for child_id in live.values_list("id", flat=True):
             batch_cancel(batch_id=child_id, actor=actor, reason=f"parent batch {batch.id} cancelled")
     return batch
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.models import Batch
-from orchestrator.services.batches import batch_create, batch_retry
+from orchestrator.models import Batch, PhaseRun
+from orchestrator.services.batches import batch_cancel, batch_create, batch_retry
 from tests.support.factories import batch_request, publish_test_pipeline
 from tests.support.waiting import wait_for, wait_for_terminal
 
@@ -117,6 +117,38 @@ def test_a_child_whose_rollback_fails_for_good_fails_its_parent_phase(tmp_path: 
     assert ended.phases.get(name="child").error.startswith(
         f"child batch {child.id} ended rollback_failed: compensation of first failed after 3 attempts"
     )
+
+
+@pytest.mark.usefixtures("celery_worker", "test_pipelines")
+def test_cancelling_a_parent_whose_child_is_rolling_back_lets_the_rollback_finish(tmp_path: Path) -> None:
+    publish_test_pipeline(
+        "slow-healing",
+        [
+            {"name": "first", "handler": "test.echo", "mode": "per_item", "compensate": "test.hold"},
+            {"name": "boom", "handler": "test.explode", "mode": "per_batch", "after": ["first"]},
+        ],
+        on_failure="rollback",
+    )
+    parent_of("slow-healing", "slow-healing-parent")
+    hold = tmp_path / "hold"
+    hold.touch()
+    parent = batch_create(
+        request=batch_request(pipeline="slow-healing-parent", items=items(3), metadata={"hold": str(hold)}),
+        actor="test",
+    ).batch
+    child = wait_for(
+        lambda: Batch.objects.filter(parent_id=parent.id, state="rolling_back").first(),
+        timeout=60,
+        what="the child to roll back",
+    )
+
+    batch_cancel(batch_id=parent.id, actor="user:op", reason="stop it")
+    hold.unlink()
+
+    assert Batch.objects.get(id=parent.id).state == "cancelled"
+    assert wait_for_terminal(child.id).state == "rolled_back"
+    phase = PhaseRun.objects.get(batch_id=parent.id, name="child")
+    assert (phase.state, phase.error) == ("cancelled", "")
 
 
 @pytest.mark.usefixtures("celery_worker", "test_pipelines")
