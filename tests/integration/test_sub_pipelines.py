@@ -3,11 +3,14 @@ ends by rollback tells its parent, and a tenant's batch named like a child stays
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from orchestrator.kafka.consumer import COMMANDS
+from orchestrator.kafka.messages import Envelope
 from orchestrator.models import Batch, PhaseRun
 from orchestrator.services.batches import batch_cancel, batch_create, batch_retry
 from tests.support.factories import batch_request, publish_test_pipeline
@@ -193,3 +196,45 @@ def test_a_tenant_batch_created_after_the_child_with_its_name_is_a_new_batch() -
     assert done.state == "completed"
     assert created.created and created.batch.id != child.id and created.batch.parent_id is None
     assert wait_for_terminal(created.batch.id).state == "completed"
+
+
+@pytest.mark.usefixtures("celery_worker", "test_pipelines")
+def test_a_kafka_cancel_naming_a_child_like_id_cancels_the_tenant_batch_not_the_child(tmp_path: Path) -> None:
+    publish_test_pipeline("held-only", [{"name": "hold", "handler": "test.hold", "mode": "per_batch"}])
+    parent_of("held-only", "held-parent")
+    hold = tmp_path / "hold"
+    hold.touch()
+    # More items than run inline, so the held phase runs in its own task, not under the batch lock.
+    metadata = {"hold": str(hold)}
+    parent = batch_create(
+        request=batch_request(
+            pipeline="held-parent", external_id="job-9", items=items(12), metadata=metadata
+        ),
+        actor="test",
+    ).batch
+    child = wait_for(
+        lambda: Batch.objects.filter(parent_id=parent.id, state="running").first(),
+        timeout=60,
+        what="the child",
+    )
+    own = batch_create(
+        request=batch_request(
+            pipeline="held-only", external_id="job-9.child", items=items(12), metadata=metadata
+        ),
+        actor="test",
+    ).batch
+    envelope = Envelope(
+        event_id=str(uuid.uuid4()),
+        event_type="batch.cancel_requested",
+        schema_version=1,
+        tenant="acme",
+        data={"external_id": "job-9.child"},
+    )
+
+    outcome = COMMANDS["batch.cancel_requested"](envelope)
+    hold.unlink()
+
+    assert outcome == f"batch.cancel_requested applied to batch {own.id}"
+    assert Batch.objects.get(id=own.id).state == "cancelled"
+    assert wait_for_terminal(child.id).state == "completed"
+    assert wait_for_terminal(parent.id, timeout=90).state == "completed"
