@@ -108,6 +108,8 @@ class Batch(models.Model):
     parent_phase = models.ForeignKey(
         "PhaseRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_batches"
     )
+    # The attempt of `parent_phase` this child runs for: each attempt gets its own child.
+    parent_attempt = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -115,7 +117,18 @@ class Batch(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "external_id"], name="batch_unique_external_id"),
+            # External ids are the tenants' own: unique among their batches. A child is
+            # known by its parent phase and attempt, so no user batch can be taken for one.
+            models.UniqueConstraint(
+                fields=["tenant", "external_id"],
+                condition=Q(parent__isnull=True),
+                name="batch_unique_external_id",
+            ),
+            models.UniqueConstraint(
+                fields=["parent_phase", "parent_attempt"],
+                condition=Q(parent_phase__isnull=False),
+                name="batch_unique_child",
+            ),
             models.CheckConstraint(condition=Q(priority__lte=9), name="batch_priority_0_9"),
         ]
         indexes = [

@@ -108,7 +108,14 @@ def batch_graph(batch: Batch, *, as_mermaid: bool = False) -> str:
     views: dict[str, PhaseView] = {}
     for phase in batch.phases.all():
         note = phase.skip_reason
-        child = phase.child_batches.only("id", "state").first() if phase.mode == "sub_pipeline" else None
+        child = (
+            # Each attempt of the phase has its own child: show the newest.
+            phase.child_batches.only("id", "state")
+            .order_by(F("parent_attempt").desc(nulls_last=True))
+            .first()
+            if phase.mode == "sub_pipeline"
+            else None
+        )
         if child is not None:
             note = f"child batch {str(child.id)[:8]} · {child.state}"
         if phase.compensation_state:

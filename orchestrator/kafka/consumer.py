@@ -195,7 +195,7 @@ def _intake_of(envelope: Envelope) -> Intake:
 def _handle_batch_command(service: Callable[..., Any], envelope: Envelope) -> str:
     data = parse_data(BatchRefData, envelope.data)
     batch_id = (
-        Batch.objects.filter(tenant__slug=envelope.tenant, external_id=data.external_id)
+        Batch.objects.filter(tenant__slug=envelope.tenant, external_id=data.external_id, parent__isnull=True)
         .values_list("id", flat=True)
         .first()
     )

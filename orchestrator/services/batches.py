@@ -121,7 +121,7 @@ def batch_create(
                 batch.save(force_insert=True)
         except IntegrityError:
             existing = Batch.objects.select_related("tenant", "pipeline_version__pipeline").get(
-                tenant=tenant, external_id=request.external_id
+                tenant=tenant, external_id=request.external_id, parent__isnull=True
             )
             if event_id:
                 ProcessedEvent.objects.filter(event_id=event_id).update(batch=existing)
@@ -154,6 +154,7 @@ def new_batch(
         state="",
         parent_id=parent_phase.batch_id if parent_phase else None,
         parent_phase=parent_phase,
+        parent_attempt=parent_phase.attempts if parent_phase else None,
     )
 
 
@@ -226,8 +227,10 @@ def batch_cancel(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
         emit([outbox_event(batch=batch, event_type="batch.cancelled", at=now)])
         if batch.parent_phase_id is not None:
             transaction.on_commit(partial(notify_parent, batch))
-        # Sub-pipelines started for this batch are cancelled with it (and theirs, in turn).
-        for child_id in batch.children.exclude(state__in=BATCH_TERMINAL).values_list("id", flat=True):
+        # Sub-pipelines started for this batch are cancelled with it (and theirs, in turn);
+        # a child rolling back finishes its rollback (a rollback cannot be cancelled).
+        live = batch.children.exclude(state__in=[*BATCH_TERMINAL, BatchState.ROLLING_BACK])
+        for child_id in live.values_list("id", flat=True):
             batch_cancel(batch_id=child_id, actor=actor, reason=f"parent batch {batch.id} cancelled")
     return batch
 

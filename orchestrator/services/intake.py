@@ -142,7 +142,7 @@ def _store(
     for i, intake, batch in fresh:
         if batch.id not in inserted:
             other = Batch.objects.select_related("tenant", "pipeline_version__pipeline").get(
-                tenant=batch.tenant, external_id=batch.external_id
+                tenant=batch.tenant, external_id=batch.external_id, parent__isnull=True
             )
             ProcessedEvent.objects.filter(event_id=intake.event_id).update(batch=other)
             results[i] = BatchCreateResult(other, False)

@@ -41,6 +41,7 @@ from django.utils import timezone
 
 from orchestrator.models import Batch, ChunkRun, DeferredTask, PhaseRun, WorkLease
 from orchestrator.pipelines import missing_ranges
+from orchestrator.services.children import child_of
 from orchestrator.services.phases import phase_complete
 from orchestrator.states import BATCH_TERMINAL, BatchState, PhaseState
 from orchestrator.workflows import (
@@ -161,7 +162,7 @@ def _lost_work(phase: PhaseRun, now: datetime, depth: Callable[[str], int]) -> L
     expired = {start for start, until in leases if until < now}
     deferred = set(DeferredTask.objects.filter(phase_run_id=phase.id).values_list("start", flat=True))
     if phase.mode == "sub_pipeline":
-        child = phase.child_batches.first()
+        child = child_of(phase)
         if child is None or child.state in BATCH_TERMINAL:
             return LostWork(resend_whole=_idle(phase, now, recorded_at=child.finished_at if child else None))
         return None
@@ -217,7 +218,7 @@ def _reconcile_phase(
     WorkLease.objects.filter(phase_run_id=phase.id, start__in=starts, leased_until__lt=now).delete()
     report.expired_leases += work.expired
     if phase.mode == "sub_pipeline":
-        child = phase.child_batches.first()
+        child = child_of(phase)
         if child is not None and child.state in BATCH_TERMINAL:
             enqueue_orchestration(CHILD_FINISHED_TASK, (str(child.id),), child)
         elif child is None:

@@ -23,7 +23,7 @@ from orchestrator.models import Batch, OutboxEvent, PhaseRun, StateTransition
 from orchestrator.selectors import pipeline_plan
 from orchestrator.services.events import ORCHESTRATOR, emit, outbox_event, transition
 from orchestrator.services.execution import PhaseRef, batch_facts, run_batch_handler
-from orchestrator.services.progress import lock_batch, save_batch
+from orchestrator.services.progress import lock_batch, notify_parent, save_batch
 from orchestrator.states import BatchState, PhaseState, TransitionNotAllowed
 from orchestrator.workflows import COMPENSATE_TASK, enqueue_orchestration
 
@@ -124,6 +124,7 @@ def compensation_step(*, batch_id: Any) -> float | None:
             ]
             save_batch(batch, audit)
             emit([outbox_event(batch=batch, event_type="batch.rolled_back", at=now)])
+            _tell_parent(batch)
             return None
         phase = waiting[0]
         phase.compensation_state = RUNNING
@@ -180,4 +181,11 @@ def _record_compensation(batch_id: Any, phase_id: int, error: str | None) -> flo
         save_batch(batch, audit)
         data = {"phase": phase.name, "error": error[:500]}
         emit([outbox_event(batch=batch, event_type="batch.rollback_failed", at=now, data=data)])
+        _tell_parent(batch)
         return None
+
+
+def _tell_parent(batch: Batch) -> None:
+    """A child that ended by rollback tells its parent (whose phase then fails)."""
+    if batch.parent_phase_id is not None:
+        transaction.on_commit(partial(notify_parent, batch))

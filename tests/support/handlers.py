@@ -149,3 +149,13 @@ def scoring_batch(ctx: BatchContext) -> dict[str, Any]:
     if Path(ctx.metadata["gate"]).exists():
         raise DependencyUnavailable("test-scoring", "connection refused")
     return {"scored": ctx.items_total}
+
+
+@batch_handler("test.hold")
+def hold(ctx: BatchContext) -> dict[str, Any]:
+    """Waits while the file named in the batch's metadata `hold` exists (at most 60 s):
+    the batch rests at this phase boundary until the test lets it go."""
+    deadline = time.monotonic() + 60
+    while Path(ctx.metadata["hold"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"held": True}

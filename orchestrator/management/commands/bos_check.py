@@ -14,8 +14,9 @@ from orchestrator.services.consistency import check_batches
 
 class Command(BaseCommand):
     help = (
-        "Check every batch: counts match items, transitions form a valid path, every transition "
-        "has its event, no running phase without live work. --repair fixes counts and re-sends lost work."
+        "Check every batch: counts match items, phase progress matches chunk records, transitions "
+        "form a valid path, every transition has its event, no running phase without live work. "
+        "--repair rebuilds counters (from items, chunk records, or the last snapshot) and re-sends lost work."
     )
 
     def add_arguments(self, parser: Any) -> None:

@@ -1,5 +1,9 @@
 """`manage.py bos_snapshot [--batch ID] [--stalled]`: snapshot the batches that have not
-ended, then show them with the age of their latest snapshot and whether they are stalled."""
+ended, then show them with the age of their latest snapshot and whether they are stalled.
+
+`manage.py bos_snapshot rewind BATCH --snapshot N [--execute] [--reason R] [--as USER]`:
+run an ended batch again from the phase boundary of its snapshot N (a dry run without
+`--execute`: it prints what would run again)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ from django.utils import timezone
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.errors import OrchestrationError
 from orchestrator.models import Batch, BatchSnapshot
+from orchestrator.services.rewind import RewindPlan, batch_rewind, rewind_plan
 from orchestrator.services.snapshots import (
     KEEP,
     SNAPSHOT_STATES,
@@ -61,14 +67,42 @@ def _changes(newer: BatchSnapshot, older: BatchSnapshot | None) -> str:
     return "\n".join(lines) or "no change"
 
 
+def _rewind_summary(plan: RewindPlan, *, done: bool) -> str:
+    taken = plan.snapshot_taken_at.isoformat(timespec="seconds")
+    head = "rewound" if done else "would rewind"
+    return "\n".join(
+        [
+            f"{head} batch {plan.batch_id} ({plan.state}) to snapshot {plan.snapshot_id} of {taken}",
+            f"  run again: {', '.join(plan.rerun)}",
+            f"  kept:      {', '.join(plan.kept) or '—'}",
+            f"  items pending again: {plan.items_reset}; item results cleared: {plan.results_cleared}",
+        ]
+    )
+
+
 class Command(BaseCommand):
     help = (
         "Snapshot every batch that has not ended, then list them with the age of their latest "
         "snapshot and whether they are stalled (no change over their last snapshots). "
-        "--batch ID shows one batch's snapshot history."
+        "--batch ID shows one batch's snapshot history. "
+        "`rewind BATCH --snapshot N [--execute]` runs an ended batch again from that snapshot."
     )
 
     def add_arguments(self, parser: Any) -> None:
+        actions = parser.add_subparsers(dest="action", metavar="rewind")
+        rewind = actions.add_parser(
+            "rewind",
+            help="run an ended batch again from a snapshot's phase boundary (dry run without --execute)",
+        )
+        rewind.add_argument("batch", help="the batch's id")
+        rewind.add_argument(
+            "--snapshot", type=int, required=True, help="the snapshot's id (--batch lists them)"
+        )
+        rewind.add_argument("--execute", action="store_true", help="rewind (default: only print the plan)")
+        rewind.add_argument("--reason", default="", help="why, for the batch's history")
+        rewind.add_argument(
+            "--as", dest="user", default="", help="the operator's username (actor user:NAME; default system)"
+        )
         parser.add_argument("--batch", help="show this batch's snapshot history")
         parser.add_argument("--stalled", action="store_true", help="list only stalled batches")
         parser.add_argument(
@@ -91,6 +125,9 @@ class Command(BaseCommand):
         stream = cast(IO[str], self.stdout._out)  # the stream behind Django's wrapper
         # Piped or captured: wide enough that ids and flags are never cut.
         console = Console(file=stream, width=None if stream.isatty() else 160, highlight=False)
+        if options.get("action") == "rewind":
+            self._rewind(console, options)
+            return
         if options["snapshots"] < 2:
             raise CommandError("--snapshots must be at least 2")
         if not options["no_take"]:
@@ -101,6 +138,24 @@ class Command(BaseCommand):
             self._history(console, options["batch"], stalled)
         else:
             self._overview(console, stalled, only_stalled=options["stalled"], limit=options["limit"])
+
+    def _rewind(self, console: Console, options: dict[str, Any]) -> None:
+        actor = f"user:{options['user']}" if options["user"] else "system:bos_snapshot"
+        try:
+            batch_id = uuid.UUID(options["batch"])
+            if options["execute"]:
+                plan = batch_rewind(
+                    batch_id=batch_id, snapshot_id=options["snapshot"], actor=actor, reason=options["reason"]
+                )
+            else:
+                plan = rewind_plan(batch_id=batch_id, snapshot_id=options["snapshot"])
+        except ValueError as exc:
+            raise CommandError(f"batch {options['batch']} does not exist") from exc
+        except OrchestrationError as exc:
+            raise CommandError(f"{exc.code}: {exc}") from exc
+        console.print(_rewind_summary(plan, done=options["execute"]))
+        if not options["execute"]:
+            console.print("dry run: nothing changed (--execute to rewind)")
 
     def _overview(self, console: Console, stalled: set[uuid.UUID], *, only_stalled: bool, limit: int) -> None:
         now = timezone.now()
@@ -153,11 +208,21 @@ class Command(BaseCommand):
             console.print("no snapshots (a batch is snapshotted only while it has not ended)")
             return
         table = Table(title=f"{len(history)} snapshot(s), newest first")
-        for column in ("taken at", "age", "state", "transitions", "failed items", "phases", "since previous"):
+        for column in (
+            "id",
+            "taken at",
+            "age",
+            "state",
+            "transitions",
+            "failed items",
+            "phases",
+            "since previous",
+        ):
             table.add_column(column)
         for i, snapshot in enumerate(history):
             older = history[i + 1] if i + 1 < len(history) else None
             table.add_row(
+                str(snapshot.id),
                 snapshot.taken_at.isoformat(timespec="seconds"),
                 _age(snapshot.taken_at, now),
                 snapshot.state,
