@@ -77,11 +77,11 @@ def outbox_event(
 
 
 def claim_sequences(counts: Mapping[Any, int]) -> dict[Any, int]:
-    """Raise each batch's `events_count` by its count, in one statement; the new values.
+    """Raise each batch's `events_count` by its count with one UPDATE; the new values.
 
     The batch rows stay locked until the transaction ends, so the next writer of the same
-    batch numbers its events after these. Rows are locked in id order (no deadlock between
-    two emits of the same batches).
+    batch numbers its events after these. Several batches are locked in id order first
+    (no deadlock between two emits of the same batches).
     """
     if not counts:
         return {}
@@ -124,9 +124,8 @@ def emit(events: Iterable[OutboxEvent]) -> None:
         row.envelope["sequence"] = next_of[row.batch_id]
         next_of[row.batch_id] += 1
         # The caller's instance keeps the stored count, so a later batch.save() keeps it too.
-        cached = row._state.fields_cache.get("batch")
-        if cached is not None:
-            cached.events_count = last[row.batch_id]
+        if OutboxEvent.batch.is_cached(row) and row.batch is not None:
+            row.batch.events_count = last[row.batch_id]
     OutboxEvent.objects.bulk_create(rows)
     with connection.cursor() as cursor:
         # Delivered by PostgreSQL only on commit, so the publisher never sees a rollback.
