@@ -4,16 +4,16 @@ One publisher is active at a time (a PostgreSQL advisory lock). Routing picks ea
 event's topic (orchestrator.kafka.routing); the producer packs events into compressed
 record batches (BOS_KAFKA_LINGER_MS, BOS_KAFKA_BATCH_BYTES, BOS_KAFKA_COMPRESSION).
 
-Order per batch (docs/kafka.md, "Publishing"): a consumer must never read a batch's
+Order per batch (docs/kafka.md, "Order per batch"): a consumer must never read a batch's
 events going backwards, even when a send fails or the publisher dies between the
-broker's acknowledgement and the mark. So a round sends, of the first
-BOS_OUTBOX_BATCH_SIZE pending events, only the first pending event of each key (each
-batch), and commits the marks of those the broker acknowledged before the next round
-sends the next ones. At any time a key has at most one event sent and not yet marked,
-and it is the latest sent: resending it (after a failure or a crash) is a repeat of the
-latest, which consumers drop by `sequence`; nothing later has been sent yet. Rounds
-follow each other at once while events are pending, so a burst over many batches still
-leaves in large compressed requests.
+broker's acknowledgement and the mark. So a round sends only the first pending event of
+each key (each batch), for up to BOS_OUTBOX_BATCH_SIZE keys, and commits the marks of
+those the broker acknowledged before the next round sends the next ones. At any time a
+key has at most one event sent and not yet marked, and it is the latest sent: resending
+it (after a failure or a crash) is a repeat of the latest, which consumers drop by
+`sequence`; nothing later has been sent yet. Rounds follow each other at once while
+events are pending, so a burst over many batches still leaves in large compressed
+requests.
 
 A key's partition is `murmur2(key) % partitions` (Kafka's own rule) over the topic's
 full partition count as the broker described it at start-up, never over the partitions
@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 PUBLISHER_LOCK = 0x05B0_0001
 # How long a round waits for the broker's acknowledgements (beyond delivery_timeout_ms).
 ACK_TIMEOUT_SECONDS = 90
+# A round looks at most this many pending events per event it sends, for the first
+# pending event of as many batches as it may send.
+WINDOW = 10
 
 
 def _dsn() -> str:
@@ -170,13 +173,14 @@ class OutboxPublisher:
     def publish_once(self, limit: int | None = None) -> int:
         """One round: send the first pending event of each key, mark those acknowledged.
 
-        Of the first `limit` pending events (id order), a round sends only each key's
-        first, so a key's next event leaves only after this one is acknowledged and its
-        mark committed (the module docstring says why). Returns how many were marked
-        published: 0 when nothing is pending or another publisher holds the lock. Raises
-        PublishFailed, after committing the marks of the others, when some were not
-        acknowledged; they stay pending (with `attempts` and `last_error`), and so do
-        their keys' later events.
+        A round sends the first pending event of each of up to `limit` keys (the keys of
+        the oldest pending events, looking at most `limit * WINDOW` of them), so a key's
+        next event leaves only after this one is acknowledged and its mark committed (the
+        module docstring says why). Returns how many were marked published: 0 when
+        nothing is pending or another publisher holds the lock. Raises PublishFailed,
+        after committing the marks of the others, when some were not acknowledged; they
+        stay pending (with `attempts` and `last_error`), and so do their keys' later
+        events.
         """
         limit = limit or settings.BOS_OUTBOX_BATCH_SIZE
         failed: dict[int, str] = {}
@@ -185,15 +189,20 @@ class OutboxPublisher:
                 cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [PUBLISHER_LOCK])
                 if not cursor.fetchone()[0]:
                     return 0
-            heads: dict[str, tuple[int, str, dict[str, Any]]] = {}
-            for row_id, key, event_type, envelope in (
-                OutboxEvent.objects.filter(published_at__isnull=True)
-                .order_by("id")
-                .values_list("id", "key", "event_type", "envelope")[:limit]
-            ):
-                heads.setdefault(key, (row_id, event_type, envelope))
-            if not heads:
+            first: dict[str, int] = {}  # key → its first pending event
+            pending = OutboxEvent.objects.filter(published_at__isnull=True).order_by("id")
+            for row_id, key in pending.values_list("id", "key")[: limit * WINDOW].iterator(chunk_size=limit):
+                first.setdefault(key, row_id)
+                if len(first) == limit:
+                    break
+            if not first:
                 return 0
+            heads = {
+                key: (row_id, event_type, envelope)
+                for row_id, key, event_type, envelope in OutboxEvent.objects.filter(id__in=first.values())
+                .order_by("id")
+                .values_list("id", "key", "event_type", "envelope")
+            }
             futures = {}
             for key, (row_id, event_type, envelope) in heads.items():
                 try:

@@ -30,6 +30,7 @@ from orchestrator.kafka.publisher import (
     publisher_producer,
 )
 from orchestrator.kafka.routing import topic_for
+from orchestrator.kafka.startup import consumer_topics
 from orchestrator.models import Batch, OutboxEvent
 from orchestrator.services.events import emit, outbox_event
 from orchestrator.services.lag_alerts import ALERT_EVENT
@@ -293,6 +294,30 @@ def test_a_publisher_dying_before_its_marks_only_repeats_each_batch_s_latest_eve
         publisher.close()
 
     assert sequences_read(topic, 12) == {b: [1, 2, 2, 3] for b in batches}
+
+
+def test_a_round_sends_one_event_of_each_batch_also_behind_a_batch_with_many() -> None:
+    topic = own_topic()
+    busy = BatchFactory()
+    for _ in range(20):
+        OutboxEventFactory(batch=busy, published_at=None)
+    others = [OutboxEventFactory(published_at=None) for _ in range(4)]
+    publisher = OutboxPublisher(topic=topic)
+    try:
+        assert publisher.publish_once(limit=5) == 5
+        marked = OutboxEvent.objects.filter(published_at__isnull=False)
+        assert sorted(marked.values_list("key", flat=True)) == sorted(
+            [str(busy.id)] + [e.key for e in others]
+        )
+        assert marked.get(key=str(busy.id)).envelope["sequence"] == 1
+    finally:
+        publisher.close()
+
+
+def test_the_consumer_checks_and_creates_the_system_events_topic_at_start_up() -> None:
+    specs = {s.name: s for s in consumer_topics(settings.BOS_TOPIC_REQUESTS, settings.BOS_TOPIC_DLQ)}
+    system = specs[settings.BOS_TOPIC_SYSTEM_EVENTS]
+    assert system.written and system.partitions == settings.BOS_KAFKA_EVENT_PARTITIONS
 
 
 def test_emit_numbers_each_batch_s_events_from_1_in_the_order_listed(
