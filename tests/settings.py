@@ -17,6 +17,7 @@ os.environ.setdefault("BOS_QUEUE_PREFIX", f"test-{_RUN}.")
 os.environ.setdefault("BOS_TOPIC_REQUESTS", f"test-{_RUN}.batch.requested")
 os.environ.setdefault("BOS_TOPIC_EVENTS", f"test-{_RUN}.batch.events")
 os.environ.setdefault("BOS_TOPIC_DLQ", f"test-{_RUN}.batch.requested.dlq")
+os.environ.setdefault("BOS_TOPIC_SYSTEM_EVENTS", f"test-{_RUN}.system.events")
 os.environ.setdefault("BOS_CONSUMER_GROUP", f"test-{_RUN}")
 # One partition for events: tests read a topic from its start, in order.
 os.environ.setdefault("BOS_KAFKA_EVENT_PARTITIONS", "1")

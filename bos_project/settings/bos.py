@@ -17,6 +17,8 @@ KAFKA_BOOTSTRAP_SERVERS = kafka_bootstrap()
 BOS_TOPIC_REQUESTS = env.str("BOS_TOPIC_REQUESTS", default="bos.batch.requested")
 BOS_TOPIC_EVENTS = env.str("BOS_TOPIC_EVENTS", default="bos.batch.events")
 BOS_TOPIC_DLQ = env.str("BOS_TOPIC_DLQ", default="bos.batch.requested.dlq")
+# Events of no tenant (alerts about the service itself, such as consumer.lag_alert).
+BOS_TOPIC_SYSTEM_EVENTS = env.str("BOS_TOPIC_SYSTEM_EVENTS", default="bos.system.events")
 BOS_CONSUMER_GROUP = env.str("BOS_CONSUMER_GROUP", default="bos-orchestrator")
 BOS_KAFKA_FETCH_MAX_WAIT_MS = positive_int("BOS_KAFKA_FETCH_MAX_WAIT_MS", 20)
 BOS_ENCRYPTION_KEYS = encryption_keys(_bos_env())

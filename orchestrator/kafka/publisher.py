@@ -1,14 +1,26 @@
 """The outbox publisher: sends stored events to Kafka in order, marks them published.
 
-One publisher is active at a time (a PostgreSQL advisory lock), so events of a batch
-leave in the order they were stored. Each round sends up to BOS_OUTBOX_BATCH_SIZE
-events, which the producer packs into compressed record batches (BOS_KAFKA_LINGER_MS,
-BOS_KAFKA_BATCH_BYTES, BOS_KAFKA_COMPRESSION), routed to topics by the rules of
-orchestrator.kafka.routing. A row is marked published only after the broker
-acknowledged it; a crash in between publishes it again (at least once; consumers
-de-duplicate by `event_id`). Failures back off exponentially. It sleeps on
-LISTEN/NOTIFY, so an event committed by a service leaves within milliseconds, and polls
-anyway every idle interval.
+One publisher is active at a time (a PostgreSQL advisory lock). Routing picks each
+event's topic (orchestrator.kafka.routing); the producer packs events into compressed
+record batches (BOS_KAFKA_LINGER_MS, BOS_KAFKA_BATCH_BYTES, BOS_KAFKA_COMPRESSION).
+
+Order per batch (docs/kafka.md, "Order per batch"): a consumer must never read a batch's
+events going backwards, even when a send fails or the publisher dies between the
+broker's acknowledgement and the mark. So a round sends only the first pending event of
+each key (each batch), for up to BOS_OUTBOX_BATCH_SIZE keys, and commits the marks of
+those the broker acknowledged before the next round sends the next ones. At any time a
+key has at most one event sent and not yet marked, and it is the latest sent: resending
+it (after a failure or a crash) is a repeat of the latest, which consumers drop by
+`sequence`; nothing later has been sent yet. Rounds follow each other at once while
+events are pending, so a burst over many batches still leaves in large compressed
+requests.
+
+A key's partition is `murmur2(key) % partitions` (Kafka's own rule) over the topic's
+full partition count as the broker described it at start-up, never over the partitions
+the producer's metadata happens to list (KeyHashPartitioner).
+
+Failures back off exponentially. It sleeps on LISTEN/NOTIFY, so an event committed by a
+service leaves within milliseconds, and polls anyway every idle interval.
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
@@ -26,6 +38,8 @@ from django.db.models import F
 from django.utils import timezone
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from kafka.partitioner import DefaultPartitioner, Partitioner
+from kafka.partitioner.default import murmur2
 
 from orchestrator.kafka.clients import make_producer, next_backoff, with_backoff
 from orchestrator.kafka.routing import all_event_topics, topic_for
@@ -36,6 +50,11 @@ from orchestrator.services.events import OUTBOX_CHANNEL
 logger = logging.getLogger(__name__)
 # Arbitrary constant naming the "outbox publisher" advisory lock.
 PUBLISHER_LOCK = 0x05B0_0001
+# How long a round waits for the broker's acknowledgements (beyond delivery_timeout_ms).
+ACK_TIMEOUT_SECONDS = 90
+# A round looks at most this many pending events per event it sends, for the first
+# pending event of as many batches as it may send.
+WINDOW = 10
 
 
 def _dsn() -> str:
@@ -49,11 +68,51 @@ def _dsn() -> str:
     )
 
 
-def publisher_producer() -> KafkaProducer:
+class KeyHashPartitioner(Partitioner):  # type: ignore[misc]  # kafka-python has no type hints
+    """Kafka's keyed partitioning over all of a topic's partitions, whatever metadata says.
+
+    kafka-python's DefaultPartitioner hashes a key over the partitions its metadata lists.
+    A metadata answer that lists fewer (a broker that has not caught up with a new topic,
+    or a partition increase seen by one client and not another) would send a batch's
+    events to another partition than the one its earlier events are on, where a consumer
+    may read them in another order. This one hashes over the count `partitions` gives
+    for the topic (the broker's description at start-up); for a topic it was not given,
+    over the most partitions the metadata has ever listed. A record for a partition the
+    metadata does not list yet waits in the producer until it learns its leader.
+    Records without a key are placed as the default partitioner places them.
+    """
+
+    def __init__(self, partitions: Mapping[str, int] | None = None) -> None:
+        self.partitions = dict(partitions or {})
+        self._seen: dict[str, int] = {}
+        self._default = DefaultPartitioner()
+
+    def partition(
+        self,
+        topic: str,
+        key: Any,
+        serialized_key: bytes | None,
+        value: Any,
+        serialized_value: bytes | None,
+        cluster: Any,
+    ) -> int:
+        if serialized_key is None:
+            return int(self._default.partition(topic, key, serialized_key, value, serialized_value, cluster))
+        count = self.partitions.get(topic)
+        if count is None:
+            count = max(len(cluster.partitions_for_topic(topic) or ()), self._seen.get(topic, 0))
+            self._seen[topic] = count
+        if not count:
+            raise ValueError(f"no partitions known for topic {topic}")
+        return int(murmur2(serialized_key) & 0x7FFFFFFF) % count
+
+
+def publisher_producer(partitions: Mapping[str, int] | None = None) -> KafkaProducer:
     """The events producer: batched, compressed, idempotent, one request in flight.
 
-    Idempotence plus one in-flight request keeps each partition (so each batch, whose
-    events share a key) in order through the producer's own retries.
+    Idempotence plus one in-flight request keeps each partition in order through the
+    producer's own retries; `partitions` (topic → partition count) pins where each key
+    goes (KeyHashPartitioner).
     """
     compression = settings.BOS_KAFKA_COMPRESSION
     return make_producer(
@@ -64,6 +123,7 @@ def publisher_producer() -> KafkaProducer:
         retries=2**31 - 1,  # bounded by delivery_timeout_ms
         delivery_timeout_ms=60_000,
         client_id="bos-outbox",
+        partitioner=KeyHashPartitioner(partitions),
     )
 
 
@@ -88,7 +148,7 @@ class OutboxPublisher:
         self,
         *,
         topic: str | None = None,
-        producer_factory: Callable[[], KafkaProducer] = publisher_producer,
+        producer_factory: Callable[[], KafkaProducer] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         prepare: bool = True,
     ) -> None:
@@ -96,67 +156,82 @@ class OutboxPublisher:
         self.topic = topic
         self.should_stop = should_stop
         self.backoff = 0.0
-        self.producer_factory = producer_factory
+        # Each topic's partition count as the broker described it (KeyHashPartitioner).
+        self.partitions: dict[str, int] = {}
         if prepare:
-            prepare_topics(
+            self.partitions = prepare_topics(
                 [
                     TopicSpec(t, settings.BOS_KAFKA_EVENT_PARTITIONS, written=True)
                     for t in ([topic] if topic else all_event_topics())
                 ],
                 should_stop=should_stop,
             )
+        self.producer_factory = producer_factory or (lambda: publisher_producer(self.partitions))
         self.producer = self._connect()
         self._listener: psycopg.Connection | None = None
 
     def publish_once(self, limit: int | None = None) -> int:
-        """Publish up to `limit` pending events; the number marked published.
+        """One round: send the first pending event of each key, mark those acknowledged.
 
-        0 when another publisher holds the lock. Rows are marked only once the broker
-        acknowledged them; when some sends fail, a batch's events after its first failed
-        one stay pending too, so its events are never marked out of order.
+        A round sends the first pending event of each of up to `limit` keys (the keys of
+        the oldest pending events, looking at most `limit * WINDOW` of them), so a key's
+        next event leaves only after this one is acknowledged and its mark committed (the
+        module docstring says why). Returns how many were marked published: 0 when
+        nothing is pending or another publisher holds the lock. Raises PublishFailed,
+        after committing the marks of the others, when some were not acknowledged; they
+        stay pending (with `attempts` and `last_error`), and so do their keys' later
+        events.
         """
         limit = limit or settings.BOS_OUTBOX_BATCH_SIZE
+        failed: dict[int, str] = {}
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [PUBLISHER_LOCK])
                 if not cursor.fetchone()[0]:
                     return 0
-            rows = list(
-                OutboxEvent.objects.filter(published_at__isnull=True)
-                .order_by("id")
-                .values_list("id", "key", "event_type", "envelope")[:limit]
-            )
-            if not rows:
+            first: dict[str, int] = {}  # key → its first pending event
+            pending = OutboxEvent.objects.filter(published_at__isnull=True).order_by("id")
+            for row_id, key in pending.values_list("id", "key")[: limit * WINDOW].iterator(chunk_size=limit):
+                first.setdefault(key, row_id)
+                if len(first) == limit:
+                    break
+            if not first:
                 return 0
-            futures = [
-                self.producer.send(
-                    self.topic or topic_for(event_type, envelope.get("tenant")),
-                    key=event_key(key),
-                    value=event_value(envelope),
-                    headers=event_headers(event_type, envelope),
-                )
-                for _, key, event_type, envelope in rows
-            ]
-            self.producer.flush(timeout=90)
-            sent, failed, blocked = [], {}, set()
-            for (row_id, key, _, _), future in zip(rows, futures, strict=True):
+            heads = {
+                key: (row_id, event_type, envelope)
+                for row_id, key, event_type, envelope in OutboxEvent.objects.filter(id__in=first.values())
+                .order_by("id")
+                .values_list("id", "key", "event_type", "envelope")
+            }
+            futures = {}
+            for key, (row_id, event_type, envelope) in heads.items():
                 try:
-                    future.get(timeout=90)  # raises if the broker did not acknowledge
+                    futures[row_id] = self.producer.send(
+                        self.topic or topic_for(event_type, envelope.get("tenant")),
+                        key=event_key(key),
+                        value=event_value(envelope),
+                        headers=event_headers(event_type, envelope),
+                    )
+                except KafkaError as exc:  # refused before it left (too large, no metadata)
+                    failed[row_id] = _reason(exc)
+            # A flush that times out ends the round unmarked: each key's head is resent.
+            self.producer.flush(timeout=ACK_TIMEOUT_SECONDS)
+            sent = []
+            for row_id, future in futures.items():
+                try:
+                    future.get(timeout=ACK_TIMEOUT_SECONDS)  # raises if the broker did not acknowledge
                 except KafkaError as exc:
-                    failed[row_id] = f"{type(exc).__name__}: {exc}"[:1000]
-                    blocked.add(key)
+                    failed[row_id] = _reason(exc)
                     continue
-                if key not in blocked:
-                    sent.append(row_id)
+                sent.append(row_id)
             if sent:
                 OutboxEvent.objects.filter(id__in=sent).update(published_at=timezone.now())
-            if failed:
-                OutboxEvent.objects.filter(id__in=list(failed)).update(
-                    attempts=F("attempts") + 1, last_error=next(iter(failed.values()))
-                )
-                raise PublishFailed(
-                    f"{len(failed)} of {len(rows)} events not acknowledged: {next(iter(failed.values()))}"
-                )
+            for reason, ids in _by_reason(failed).items():
+                OutboxEvent.objects.filter(id__in=ids).update(attempts=F("attempts") + 1, last_error=reason)
+        if failed:
+            raise PublishFailed(
+                f"{len(failed)} of {len(heads)} events not acknowledged: {next(iter(failed.values()))}"
+            )
         return len(sent)
 
     def _connect(self) -> KafkaProducer:
@@ -171,7 +246,8 @@ class OutboxPublisher:
         """Replace the producer after a failed round.
 
         Its idempotence state (producer id, sequence numbers) may be stale after a
-        delivery timeout; nothing it sent was marked, so a fresh one just sends again.
+        delivery timeout; what it failed to send is still pending, so a fresh one sends
+        it again.
         """
         try:
             self.producer.close(timeout=0)
@@ -214,6 +290,17 @@ class OutboxPublisher:
         if self._listener is not None:
             self._listener.close()
         self.producer.close(timeout=10)
+
+
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+def _by_reason(failed: Mapping[int, str]) -> dict[str, list[int]]:
+    ids: dict[str, list[int]] = {}
+    for row_id, reason in failed.items():
+        ids.setdefault(reason, []).append(row_id)
+    return ids
 
 
 class PublishFailed(RuntimeError):

@@ -1,16 +1,17 @@
 """Routing outbound events to Kafka topics by event type and tenant (`BOS_EVENT_ROUTES`).
 
-The setting is a JSON list of rules; the first rule matching an event names its topic,
-and an event no rule matches goes to `BOS_TOPIC_EVENTS`:
+An event of no tenant (about the service itself: `consumer.lag_alert`, a `bos.alert` of
+no tenant) goes to `BOS_TOPIC_SYSTEM_EVENTS`, whatever the rules say, so a tenant's topic
+only ever carries events with a tenant slug (CONTRACT §3). For an event of a tenant, the
+setting is a JSON list of rules; the first rule matching the event names its topic, and
+an event no rule matches goes to `BOS_TOPIC_EVENTS`:
 
     [{"event_types": ["batch.failed", "batch.rollback_failed"], "topic": "bos.batch.failures"},
      {"event_types": ["batch.phase_*"], "tenants": ["acme"], "topic": "acme.batch.phases"}]
 
 - `event_types`: glob patterns (`fnmatch`, case-sensitive: `*`, `?`, `[abc]`); absent
   means every type.
-- `tenants`: exact tenant slugs; absent means every tenant, and also events without a
-  tenant (system events such as `consumer.lag_alert`). A rule with `tenants` never
-  matches an event without a tenant.
+- `tenants`: exact tenant slugs; absent means every tenant.
 - `topic`: a legal Kafka topic name.
 
 Rules are validated with pydantic, once per settings value; `check_event_routes()` turns a
@@ -38,7 +39,7 @@ _MEMO_SIZE = 10_000
 
 
 class EventRoutingError(ValueError):
-    """`BOS_EVENT_ROUTES` (or `BOS_TOPIC_EVENTS`) cannot be used; the message says where."""
+    """`BOS_EVENT_ROUTES` (or a topic setting) cannot be used; the message says where."""
 
 
 def validate_topic_name(name: str) -> str:
@@ -78,6 +79,7 @@ class RouteTable:
 
     default_topic: str
     rules: tuple[EventRoute, ...]
+    system_topic: str
     _compiled: list[tuple[re.Pattern[str], frozenset[str] | None, str]] = field(default_factory=list)
     _memo: dict[tuple[str, str | None], str] = field(default_factory=dict)
 
@@ -102,6 +104,8 @@ class RouteTable:
         return topic
 
     def _match(self, event_type: str, tenant: str | None) -> str:
+        if tenant is None:
+            return self.system_topic
         for types, tenants, topic in self._compiled:
             if tenants is not None and tenant not in tenants:
                 continue
@@ -110,8 +114,8 @@ class RouteTable:
         return self.default_topic
 
     def topics(self) -> list[str]:
-        """The default topic, then each rule's topic, without repeats."""
-        return list(dict.fromkeys([self.default_topic, *(r.topic for r in self.rules)]))
+        """The default topic, the system topic, then each rule's topic, without repeats."""
+        return list(dict.fromkeys([self.default_topic, self.system_topic, *(r.topic for r in self.rules)]))
 
 
 def _describe(error: ErrorDetails) -> str:
@@ -120,12 +124,13 @@ def _describe(error: ErrorDetails) -> str:
     return f"{where}: {message}" if where else message
 
 
-def parse_event_routes(raw: Any, *, default_topic: str) -> RouteTable:
+def parse_event_routes(raw: Any, *, default_topic: str, system_topic: str) -> RouteTable:
     """Validate the setting's value; EventRoutingError names every bad rule and field."""
-    try:
-        validate_topic_name(default_topic)
-    except ValueError as exc:
-        raise EventRoutingError(f"BOS_TOPIC_EVENTS: {exc}") from None
+    for setting, name in (("BOS_TOPIC_EVENTS", default_topic), ("BOS_TOPIC_SYSTEM_EVENTS", system_topic)):
+        try:
+            validate_topic_name(name)
+        except ValueError as exc:
+            raise EventRoutingError(f"{setting}: {exc}") from None
     if not isinstance(raw, list):
         raise EventRoutingError(f"{SETTING} must be a JSON list of rules; got {type(raw).__name__}")
     rules: list[EventRoute] = []
@@ -140,33 +145,38 @@ def parse_event_routes(raw: Any, *, default_topic: str) -> RouteTable:
             problems += [f"{SETTING}[{index}].{_describe(e)}" for e in exc.errors()]
     if problems:
         raise EventRoutingError("; ".join(problems))
-    return RouteTable(default_topic=default_topic, rules=tuple(rules))
+    return RouteTable(default_topic=default_topic, rules=tuple(rules), system_topic=system_topic)
 
 
-# The table for the current settings values; rebuilt when either value object changes
-# (override_settings in tests, never in a running process).
-_cache: tuple[object, str, RouteTable] | None = None
+# The table for the current settings values; rebuilt when a value changes (override_settings
+# in tests, never in a running process).
+_cache: tuple[object, str, str, RouteTable] | None = None
 
 
 def route_table() -> RouteTable:
     """The compiled table of the current settings; EventRoutingError if they are bad."""
     global _cache
-    raw, default = settings.BOS_EVENT_ROUTES, settings.BOS_TOPIC_EVENTS
+    raw, default, system = (
+        settings.BOS_EVENT_ROUTES,
+        settings.BOS_TOPIC_EVENTS,
+        settings.BOS_TOPIC_SYSTEM_EVENTS,
+    )
     cached = _cache
-    if cached is not None and cached[0] is raw and cached[1] == default:
-        return cached[2]
-    table = parse_event_routes(raw, default_topic=default)
-    _cache = (raw, default, table)
+    if cached is not None and cached[0] is raw and cached[1:3] == (default, system):
+        return cached[3]
+    table = parse_event_routes(raw, default_topic=default, system_topic=system)
+    _cache = (raw, default, system, table)
     return table
 
 
 def topic_for(event_type: str, tenant: str | None) -> str:
-    """The topic of an event: the first matching rule's, else `BOS_TOPIC_EVENTS`."""
+    """The topic of an event: `BOS_TOPIC_SYSTEM_EVENTS` for one of no tenant, else the
+    first matching rule's, else `BOS_TOPIC_EVENTS`."""
     return route_table().topic_for(event_type, tenant)
 
 
 def all_event_topics() -> list[str]:
-    """Every topic events can go to: `BOS_TOPIC_EVENTS`, then each rule's topic."""
+    """Every topic events can go to: `BOS_TOPIC_EVENTS`, `BOS_TOPIC_SYSTEM_EVENTS`, then each rule's topic."""
     return route_table().topics()
 
 

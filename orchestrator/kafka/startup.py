@@ -113,8 +113,11 @@ def prepare_topics(
     create: bool | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     on_step: Callable[[str, str, str], None] = lambda step, status, detail: None,
-) -> None:
-    """Run the start-up steps; raises StartupError naming the step that failed."""
+) -> dict[str, int]:
+    """Run the start-up steps; each topic's partition count, as the broker described it.
+
+    Raises StartupError naming the step that failed.
+    """
     create = settings.BOS_KAFKA_CREATE_TOPICS if create is None else create
     servers = ",".join(settings.KAFKA_BOOTSTRAP_SERVERS)
     with startup_step("connect", on_step) as fields:
@@ -150,18 +153,22 @@ def prepare_topics(
         fields.update(servers=servers, attempts=attempts)
     try:
         with startup_step("topics", on_step) as fields:
-            fields.update(_check_topics(admin, topics, create=create))
+            found, partitions = _check_topics(admin, topics, create=create)
+            fields.update(found)
         with startup_step("writable", on_step) as fields:
             fields.update(_check_writable(admin, [t for t in topics if t.written]))
     finally:
         admin.close()
+    return partitions
 
 
 def _describe(admin: KafkaAdminClient, names: list[str]) -> dict[str, dict[str, Any]]:
     return {t["name"]: t for t in admin.describe_topics(names)}
 
 
-def _check_topics(admin: KafkaAdminClient, topics: list[TopicSpec], *, create: bool) -> dict[str, Any]:
+def _check_topics(
+    admin: KafkaAdminClient, topics: list[TopicSpec], *, create: bool
+) -> tuple[dict[str, Any], dict[str, int]]:
     described = _describe(admin, [t.name for t in topics])
     missing = [
         t for t in topics if described.get(t.name, {}).get("error_code", UNKNOWN_TOPIC) == UNKNOWN_TOPIC
@@ -201,10 +208,12 @@ def _check_topics(admin: KafkaAdminClient, topics: list[TopicSpec], *, create: b
             )
     if problems:
         raise StartupError("topics", "; ".join(problems))
-    return {
-        "topics": ",".join(f"{t.name}:{len(described[t.name]['partitions'])}" for t in topics),
+    partitions = {t.name: len(described[t.name]["partitions"]) for t in topics}
+    fields = {
+        "topics": ",".join(f"{name}:{count}" for name, count in partitions.items()),
         "created": ",".join(t.name for t in missing) or "none",
     }
+    return fields, partitions
 
 
 def _check_writable(admin: KafkaAdminClient, topics: list[TopicSpec]) -> dict[str, Any]:

@@ -2,12 +2,19 @@
 
 Both are written in the caller's transaction, so an event and a history row exist
 if and only if the change they report was committed.
+
+Every event of a batch carries `sequence` (CONTRACT §3): 1 for its first event, one
+more for each next one. `emit()` numbers the events it stores from `Batch.events_count`,
+raised by one UPDATE … RETURNING per emit; that row lock also orders concurrent writers,
+so a batch's sequence order is its commit order and its outbox id order. Events of no
+batch (alerts) carry `"sequence": null`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -24,8 +31,14 @@ OUTBOX_CHANNEL = "bos_outbox"
 
 
 def event_envelope(
-    *, batch: Batch, event_type: str, at: datetime, data: dict[str, Any] | None = None
+    *,
+    batch: Batch,
+    event_type: str,
+    at: datetime,
+    data: dict[str, Any] | None = None,
+    sequence: int | None = None,
 ) -> dict[str, Any]:
+    """The envelope of a batch event; `sequence` is filled in by `emit()` when stored."""
     version = batch.pipeline_version
     return {
         "event_id": str(uuid.uuid4()),
@@ -34,6 +47,7 @@ def event_envelope(
         "occurred_at": at.isoformat().replace("+00:00", "Z"),
         "correlation_id": batch.correlation_id or None,
         "tenant": batch.tenant.slug,
+        "sequence": sequence,
         "data": {
             "batch_id": str(batch.id),
             "external_id": batch.external_id,
@@ -55,18 +69,63 @@ def outbox_event(
     return OutboxEvent(
         event_id=envelope["event_id"],
         tenant_id=batch.tenant_id,
-        batch_id=batch.id,
+        batch=batch,  # emit() gives this instance its new events_count
         event_type=event_type,
         key=str(batch.id),
         envelope=envelope,
     )
 
 
+def claim_sequences(counts: Mapping[Any, int]) -> dict[Any, int]:
+    """Raise each batch's `events_count` by its count with one UPDATE; the new values.
+
+    The batch rows stay locked until the transaction ends, so the next writer of the same
+    batch numbers its events after these. Several batches are locked in id order first
+    (no deadlock between two emits of the same batches).
+    """
+    if not counts:
+        return {}
+    ids = sorted(counts, key=str)
+    values = ", ".join(["(%s::uuid, %s::bigint)"] * len(ids))
+    params: list[Any] = [p for batch_id in ids for p in (str(batch_id), counts[batch_id])]
+    table = Batch._meta.db_table
+    with connection.cursor() as cursor:
+        if len(ids) > 1:
+            # UPDATE … FROM takes its row locks in no set order: take them in id order first.
+            cursor.execute(
+                f"SELECT 1 FROM {table} WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE",  # noqa: S608
+                [[str(i) for i in ids]],
+            )
+        cursor.execute(
+            f"UPDATE {table} AS b SET events_count = b.events_count + v.n "  # noqa: S608
+            f"FROM (VALUES {values}) AS v(id, n) WHERE b.id = v.id RETURNING b.id, b.events_count",
+            params,
+        )
+        new = {str(batch_id): int(count) for batch_id, count in cursor.fetchall()}
+    return {batch_id: new[str(batch_id)] for batch_id in ids}
+
+
 def emit(events: Iterable[OutboxEvent]) -> None:
-    """Store outbox events and wake the publisher when the transaction commits."""
+    """Number and store outbox events; wake the publisher when the transaction commits.
+
+    The events of each batch get its next `sequence` numbers in list order: callers list
+    them in the order they happened.
+    """
     rows = list(events)
     if not rows:
         return
+    counts = Counter(row.batch_id for row in rows if row.batch_id is not None)
+    last = claim_sequences(counts)
+    next_of = {batch_id: last[batch_id] - n + 1 for batch_id, n in counts.items()}
+    for row in rows:
+        if row.batch_id is None:
+            row.envelope["sequence"] = None
+            continue
+        row.envelope["sequence"] = next_of[row.batch_id]
+        next_of[row.batch_id] += 1
+        # The caller's instance keeps the stored count, so a later batch.save() keeps it too.
+        if OutboxEvent.batch.is_cached(row) and row.batch is not None:
+            row.batch.events_count = last[row.batch_id]
     OutboxEvent.objects.bulk_create(rows)
     with connection.cursor() as cursor:
         # Delivered by PostgreSQL only on commit, so the publisher never sees a rollback.

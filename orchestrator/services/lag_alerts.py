@@ -5,7 +5,7 @@ BOS_CONSUMER_GROUP on BOS_TOPIC_REQUESTS. An *episode* starts at the first check
 sees the total lag above BOS_LAG_ALERT_THRESHOLD; its start is kept in Redis, so every
 worker and every run sees the same episode. Once a check finds the episode at least
 BOS_LAG_ALERT_SECONDS old, it raises the alert: an `Alert` row (kind `consumer_lag`, no
-tenant) and a `consumer.lag_alert` outbox event, in one transaction, once per episode (a
+tenant) and a `consumer.lag_alert` outbox event (published to BOS_TOPIC_SYSTEM_EVENTS), in one transaction, once per episode (a
 Redis flag claimed with HSETNX). The first check at or under the threshold ends the
 episode. A check that cannot reach the broker changes nothing.
 
@@ -159,7 +159,8 @@ def _raise_alert(lag: TopicLag, *, threshold: int, over_for: float, now: datetim
         "schema_version": SCHEMA_VERSION,
         "occurred_at": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "correlation_id": None,
-        "tenant": None,
+        "tenant": None,  # about the service itself: published to BOS_TOPIC_SYSTEM_EVENTS
+        "sequence": None,  # not a batch's event
         "data": data,
     }
     with transaction.atomic():

@@ -82,6 +82,8 @@ def test_the_events_of_a_batch_read_back_from_the_topic_match_their_schemas(
     ]
 
     assert len(records) == stored
+    # Numbered per batch from 1, one more per event, in the order a consumer reads them.
+    assert [json.loads(r.value)["sequence"] for r in records] == list(range(1, stored + 1))
     types = []
     for record in records:
         envelope = json.loads(record.value)

@@ -102,7 +102,10 @@ def test_there_is_no_example_without_its_schema() -> None:
         ("batch.completed", lambda m: m["data"].update(phase="x"), "data: unexpected properties: phase"),
         ("batch.failed", lambda m: m.update(occurred_at="yesterday"), "occurred_at: must be a date-time"),
         ("batch.started", lambda m: m.update(schema_version=2), "schema_version: must be 1"),
-        ("bos.alert", lambda m: m.update(tenant=None), "tenant: must be"),
+        ("bos.alert", lambda m: m.update(tenant="Not A Slug"), "tenant: must be"),
+        ("batch.accepted", lambda m: m.update(sequence=0), "sequence: must be"),
+        ("batch.accepted", lambda m: m.update(sequence=None), "sequence: must be"),
+        ("consumer.lag_alert", lambda m: m.update(sequence=1), "sequence: must be"),
         ("consumer.lag_alert", lambda m: m["data"]["partitions"].update(x=1), "data.partitions"),
     ],
 )

@@ -156,7 +156,7 @@ def test_replayed_records_are_byte_identical_to_what_the_publisher_sent(events_t
         OutboxEventFactory(batch=batch, event_type=event_type, at=T0 + i * US, published_at=None, data=data)
     publisher = OutboxPublisher()
     try:
-        assert publisher.publish_once() == 2
+        assert [publisher.publish_once() for _ in range(2)] == [1, 1]  # one event of a batch per round
     finally:
         publisher.close()
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from bos_project.settings.environment import BASE_DIR
 from orchestrator.models import Batch, Membership, OutboxEvent, Pipeline, PipelineVersion, Tenant
 from orchestrator.services.batches import BatchRequest
-from orchestrator.services.events import event_envelope
+from orchestrator.services.events import claim_sequences, event_envelope
 from orchestrator.services.pipelines import pipeline_publish, pipeline_publish_file
 from tests.support.contracts import example_event_data
 
@@ -104,6 +104,8 @@ class OutboxEventFactory(factory.django.DjangoModelFactory):
             at=o.at,
             # By default, what its type's checked-in example adds (e.g. `phase`): the schema's shape.
             data=o.data if o.data is not None else example_event_data(o.event_type),
+            # The batch's next number, as emit() gives it.
+            sequence=claim_sequences({o.batch.id: 1})[o.batch.id],
         )
     )
     event_id = factory.LazyAttribute(lambda o: o.envelope["event_id"])

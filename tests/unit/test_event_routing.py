@@ -18,6 +18,7 @@ from orchestrator.kafka.routing import (
 
 pytestmark = pytest.mark.unit
 DEFAULT = "bos.batch.events"
+SYSTEM = "bos.system.events"
 RULES: list[dict[str, Any]] = [
     {"event_types": ["batch.failed", "batch.rollback_failed"], "topic": "bos.failures"},
     {"event_types": ["batch.phase_*"], "tenants": ["acme"], "topic": "acme.phases"},
@@ -28,7 +29,7 @@ RULES: list[dict[str, Any]] = [
 
 
 def table() -> Any:
-    return parse_event_routes(RULES, default_topic=DEFAULT)
+    return parse_event_routes(RULES, default_topic=DEFAULT, system_topic=SYSTEM)
 
 
 def test_the_first_matching_rule_wins() -> None:
@@ -45,35 +46,42 @@ def test_a_rule_with_tenants_matches_only_those_tenants() -> None:
 
 def test_globs_match_whole_event_types_case_sensitively() -> None:
     routes = parse_event_routes(
-        [{"event_types": ["batch.phase_?ailed", "batch.[cr]*ed"], "topic": "t"}], default_topic=DEFAULT
+        [{"event_types": ["batch.phase_?ailed", "batch.[cr]*ed"], "topic": "t"}],
+        default_topic=DEFAULT,
+        system_topic=SYSTEM,
     )
-    assert routes.topic_for("batch.phase_failed", None) == "t"
-    assert routes.topic_for("batch.completed", None) == "t"
-    assert routes.topic_for("batch.retried", None) == "t"
-    assert routes.topic_for("batch.phase_failed.extra", None) == DEFAULT
-    assert routes.topic_for("BATCH.completed", None) == DEFAULT
-    assert routes.topic_for("batch.accepted", None) == DEFAULT
+    assert routes.topic_for("batch.phase_failed", "initech") == "t"
+    assert routes.topic_for("batch.completed", "initech") == "t"
+    assert routes.topic_for("batch.retried", "initech") == "t"
+    assert routes.topic_for("batch.phase_failed.extra", "initech") == DEFAULT
+    assert routes.topic_for("BATCH.completed", "initech") == DEFAULT
+    assert routes.topic_for("batch.accepted", "initech") == DEFAULT
 
 
 def test_an_event_no_rule_matches_goes_to_the_default_topic() -> None:
     assert table().topic_for("batch.accepted", "initech") == DEFAULT
-    assert parse_event_routes([], default_topic=DEFAULT).topic_for("batch.accepted", "acme") == DEFAULT
+    assert (
+        parse_event_routes([], default_topic=DEFAULT, system_topic=SYSTEM).topic_for("batch.accepted", "acme")
+        == DEFAULT
+    )
 
 
-def test_an_event_without_a_tenant_matches_only_rules_without_tenants() -> None:
-    assert table().topic_for("consumer.lag_alert", None) == "bos.ops"
-    # Rule 1 (tenants acme) is skipped; rule 2 has no tenants and matches.
-    assert table().topic_for("batch.phase_started", None) == "bos.phases"
+def test_an_event_without_a_tenant_goes_to_the_system_topic_whatever_the_rules() -> None:
+    # Rule 4 (consumer.*, every tenant) would match: tenants' topics carry only events of a tenant.
+    assert table().topic_for("consumer.lag_alert", None) == SYSTEM
+    assert table().topic_for("bos.alert", None) == SYSTEM
+    assert table().topic_for("consumer.lag_alert", "acme") == "bos.ops"
 
 
 def test_a_rule_without_event_types_matches_every_type() -> None:
     assert table().topic_for("anything.at_all", "globex") == "globex.events"
 
 
-def test_all_topics_are_the_default_then_each_rules_topic_once() -> None:
+def test_all_topics_are_the_default_the_system_one_then_each_rules_topic_once() -> None:
     rules = [*RULES, {"event_types": ["batch.cancelled"], "topic": "bos.failures"}]
-    assert parse_event_routes(rules, default_topic=DEFAULT).topics() == [
+    assert parse_event_routes(rules, default_topic=DEFAULT, system_topic=SYSTEM).topics() == [
         DEFAULT,
+        SYSTEM,
         "bos.failures",
         "acme.phases",
         "bos.phases",
@@ -84,10 +92,12 @@ def test_all_topics_are_the_default_then_each_rules_topic_once() -> None:
 
 def test_topic_for_reads_the_settings_and_follows_their_changes(settings: Any) -> None:
     settings.BOS_TOPIC_EVENTS = "events.default"
+    settings.BOS_TOPIC_SYSTEM_EVENTS = "events.system"
     settings.BOS_EVENT_ROUTES = [{"event_types": ["batch.failed"], "topic": "events.failed"}]
     assert topic_for("batch.failed", "acme") == "events.failed"
-    assert topic_for("batch.completed", None) == "events.default"
-    assert all_event_topics() == ["events.default", "events.failed"]
+    assert topic_for("batch.completed", "acme") == "events.default"
+    assert topic_for("consumer.lag_alert", None) == "events.system"
+    assert all_event_topics() == ["events.default", "events.system", "events.failed"]
     settings.BOS_EVENT_ROUTES = []
     assert topic_for("batch.failed", "acme") == "events.default"
 
@@ -128,13 +138,15 @@ def test_topic_for_reads_the_settings_and_follows_their_changes(settings: Any) -
 )
 def test_a_bad_rule_is_refused_naming_its_index_and_field(rules: Any, error: str) -> None:
     with pytest.raises(EventRoutingError) as err:
-        parse_event_routes(rules, default_topic=DEFAULT)
+        parse_event_routes(rules, default_topic=DEFAULT, system_topic=SYSTEM)
     assert error in str(err.value)
 
 
-def test_a_bad_default_topic_is_refused_naming_its_setting() -> None:
+def test_a_bad_default_or_system_topic_is_refused_naming_its_setting() -> None:
     with pytest.raises(EventRoutingError, match=r"^BOS_TOPIC_EVENTS: 'no/slash' is not a valid"):
-        parse_event_routes([], default_topic="no/slash")
+        parse_event_routes([], default_topic="no/slash", system_topic=SYSTEM)
+    with pytest.raises(EventRoutingError, match=r"^BOS_TOPIC_SYSTEM_EVENTS: 'a b' is not a valid"):
+        parse_event_routes([], default_topic=DEFAULT, system_topic="a b")
 
 
 def test_a_bad_setting_is_one_system_check_error_that_stops_manage_py_check(settings: Any) -> None:
