@@ -30,11 +30,14 @@ def api_user_grant(*, username: str, tenant: str, role: str, password: str | Non
     if password is not None and not password:
         raise InvalidRequest("invalid_password", "the password must not be empty")
     with transaction.atomic():
-        user, _ = get_user_model().objects.get_or_create(username=username)
+        user, created = get_user_model().objects.get_or_create(username=username)
         if password is not None:
             user.set_password(password)
             user.is_staff = True
             user.save(update_fields=["password", "is_staff"])
+        elif created:
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
         tenant_row, _ = Tenant.objects.get_or_create(slug=tenant)
         Membership.objects.update_or_create(user=user, tenant=tenant_row, defaults={"role": role})
         token, _ = Token.objects.get_or_create(user=user)
