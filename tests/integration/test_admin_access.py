@@ -200,7 +200,13 @@ def build_world() -> tuple[dict[type[Model], dict[str | None, Model]], dict[str,
         )
         objects[PhaseRun][slug] = phase
         objects[StateTransition][slug] = StateTransition.objects.create(
-            batch=done, tenant=tenant, seq=1, to_state="received", actor="test", at=now
+            batch=done,
+            tenant=tenant,
+            seq=1,
+            to_state="received",
+            actor="test",
+            reason="made by the matrix",
+            at=now,
         )
         objects[BatchSnapshot][slug] = BatchSnapshot.objects.create(
             batch=done, tenant=tenant, taken_at=now, state="running", transitions_count=1, phases=[]
@@ -328,6 +334,10 @@ def test_admin_pages_and_actions_by_tenant_and_role(model: type[Model], kind: st
         for view in ("change", "history"):
             page = pages.get(url(model, view, obj))
             assert (page.status_code == 200) == (owner in readable_rows), (view, owner, page.status_code)
+        if model is Batch and owner in readable_rows:
+            # Its inlines are shown with it: phases, and the history (a transition of `done`).
+            done = targets[owner]["rollback_batches"]
+            assert b"made by the matrix" in pages.get(url(model, "change", done)).content
         if not may_change(spec, kind, owner):
             # A forged save of the change form.
             assert pages.post(url(model, "change", obj), {}).status_code in (*HIDDEN, 200)
