@@ -18,12 +18,11 @@ once per request.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from enum import Enum, IntEnum
 from typing import Any, TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Model, QuerySet
 
 from orchestrator.models import Membership
 
@@ -97,7 +96,7 @@ def scope(queryset: QuerySet[M], user: User, tenant_field: str, do: Do = Do.READ
     ids = tenant_ids(user, do)
     if ids is None:
         return queryset
-    return queryset.filter(Q(**{f"{tenant_field}__in": ids}))
+    return queryset.filter(**{f"{tenant_field}__in": ids})
 
 
 def tenant_of(obj: Any, tenant_field: str) -> int | None:
@@ -108,8 +107,3 @@ def tenant_of(obj: Any, tenant_field: str) -> int | None:
         if value is None:
             return None
     return int(value)
-
-
-def refused(user: User, do: Do, tenant_ids_of_objects: Iterable[int | None]) -> int:
-    """How many of the objects (by their tenant ids) `user` may not `do` on."""
-    return sum(1 for t in tenant_ids_of_objects if not may(user, do, t))

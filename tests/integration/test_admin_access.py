@@ -326,6 +326,14 @@ def test_admin_pages_and_actions_by_tenant_and_role(model: type[Model], kind: st
         shown = {obj.pk for obj in listed.context["cl"].result_list}
         for owner, obj in rows.items():
             assert (obj.pk in shown) == (owner in readable_rows), (owner, obj)
+        form = listed.context.get("action_form")
+        offered = {name for name, _ in form.fields["action"].choices if name} if form else set()
+        operates = kind == "superuser" or ROLES.get(kind, 0) >= ROLES["operator"]
+        expected = set(BATCH_ACTIONS) if model is Batch and operates else set()
+        if kind == "superuser" and spec.su_delete:
+            expected.add("delete_selected")
+        if model._meta.app_label == "orchestrator":  # Django's and DRF's admins offer what they do
+            assert offered == expected
     else:
         assert listed.status_code in HIDDEN
 
