@@ -494,7 +494,7 @@ class PipelineAdmin(ScopedAdmin):
     tenant_field = None
     members_read = True
     list_display = ["name", "active_version", "split", "description", "created_at"]
-    list_select_related = ["active_version"]
+    list_select_related = ["active_version__pipeline"]
     readonly_fields = ["name", "description", "active_version", "split", "created_at"]
 
     def change_view(
