@@ -31,6 +31,8 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token, TokenProxy
 from rest_framework.test import APIClient
 
+from orchestrator import access
+from orchestrator.access import Do
 from orchestrator.models import (
     Alert,
     Batch,
@@ -567,3 +569,21 @@ def test_create_api_user_without_a_password_gives_no_admin_login(capsys: pytest.
     dave = get_user_model().objects.get(username="dave")
     assert not dave.is_staff and not dave.has_usable_password()
     assert capsys.readouterr().out.strip().splitlines()[-1] == Token.objects.get(user=dave).key
+
+
+# --- orchestrator.access -----------------------------------------------------------------------
+
+
+def test_roles_are_ordered_and_held_per_tenant() -> None:
+    acme, globex = Tenant.objects.create(slug=OWN), Tenant.objects.create(slug=OTHER)
+    user = get_user_model().objects.create(username="two-hats")
+    Membership.objects.create(user=user, tenant=acme, role="viewer")
+    Membership.objects.create(user=user, tenant=globex, role="admin")
+    assert access.tenant_ids(user, Do.READ) == sorted([acme.id, globex.id])
+    assert access.tenant_ids(user, Do.OPERATE) == access.tenant_ids(user, Do.ADMINISTER) == [globex.id]
+    assert access.may(user, Do.READ, acme.id) and not access.may(user, Do.OPERATE, acme.id)
+    assert not access.may(user, Do.READ, None)  # what belongs to no tenant
+    root = get_user_model().objects.create(username="root", is_superuser=True)
+    assert access.tenant_ids(root) is None and access.may(root, Do.ADMINISTER, None)
+    nobody = get_user_model().objects.create(username="nobody", is_staff=True)
+    assert access.tenant_ids(nobody) == [] and not access.may_somewhere(nobody, Do.READ)
