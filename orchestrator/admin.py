@@ -1,49 +1,154 @@
-"""Django admin: batches with their phases and transitions inline, pipelines, tenants.
+"""Django admin, by tenant and role.
 
-Nothing changes state by editing a field: states are read-only here and operator
-actions call the same services as the API.
+Every page asks `orchestrator.access`, never Django's model permissions: roles are per
+tenant (an operator of one tenant may be a viewer of another) and Django's permissions
+are per model, so they cannot say it. What a staff user sees and may do:
+
+- the objects of their tenants only (a superuser: all); another tenant's object is
+  never listed, and its pages redirect as for an object that does not exist;
+- viewer: read; operator: also the batch actions; admin: also the tenant's settings
+  (its name) and its memberships (read); superuser: everything, and alone what
+  belongs to no tenant (system events and alerts, breakers, memberships' changes);
+- records (items, phase runs, transitions, snapshots, events, errors, alerts, leases,
+  chunk runs, ...) are read-only for everyone: no Add, no Change, no Delete. State
+  changes only through the actions, which call the same services as the API and check
+  the role on every selected batch: one refused batch refuses the whole action.
+
+Pipelines and their versions are read by every member (as in the API), with statistics
+over the reader's tenants' batches only; they change only by publishing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.contrib.admin import helpers
+from django.contrib.postgres.aggregates import StringAgg
+from django.core.exceptions import PermissionDenied
+from django.db.models import Model, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
+from django.utils.safestring import SafeString, mark_safe
 
+from orchestrator import access
+from orchestrator.access import Do
 from orchestrator.breakers import breaker_states
 from orchestrator.errors import OrchestrationError
 from orchestrator.models import (
     Alert,
     Batch,
+    BatchItem,
     BatchSnapshot,
+    ChunkRun,
+    DeferredTask,
+    ErrorCount,
     ErrorFingerprint,
+    ItemResult,
     Membership,
     OutboxEvent,
     PhaseRun,
     Pipeline,
     PipelineVersion,
+    ProcessedEvent,
     StateTransition,
     Tenant,
+    WorkLease,
 )
 from orchestrator.profiling import format_seconds, version_stats
 from orchestrator.selectors import batch_graph, version_graph
 from orchestrator.services.batches import batch_cancel, batch_retry, batch_retry_items
 from orchestrator.services.rollback import batch_rollback
 
+ONLY_YOURS = admin.RelatedOnlyFieldListFilter
+
+
+def _fields(model: type[Model], *leave_out: str) -> list[str]:
+    return [f.name for f in model._meta.fields if f.name not in leave_out]
+
+
+# --- The base: scoped to the user's tenants, read-only unless said otherwise ----------------
+
+
+class ScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """A model whose rows belong to tenants, found through `tenant_field`.
+
+    `tenant_field` None: rows of no tenant (platform-wide), read by members when
+    `members_read` and otherwise by superusers only. `change_needs`: the operation that
+    lets a user change a row by its form (None: nobody). `superuser_adds` /
+    `superuser_deletes`: whether a superuser may add or delete rows here (nobody else).
+    """
+
+    tenant_field: str | None = "tenant_id"
+    read_needs: Do = Do.READ
+    members_read = False
+    change_needs: Do | None = None
+    superuser_adds = False
+    superuser_deletes = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        qs = super().get_queryset(request)
+        if self.tenant_field is None:
+            if self.members_read or access.is_superuser(request.user):
+                return qs
+            return qs.none()
+        return access.scope(qs, request.user, self.tenant_field, self.read_needs)
+
+    def _tenant(self, obj: Any) -> int | None:
+        return access.tenant_of(obj, self.tenant_field) if self.tenant_field else None
+
+    def _may(self, request: HttpRequest, do: Do, obj: Any) -> bool:
+        user = request.user
+        if self.tenant_field is None:
+            return access.is_superuser(user) or (
+                do is Do.READ and self.members_read and access.may_somewhere(user, do)
+            )
+        if obj is None:
+            return access.may_somewhere(user, do)
+        return access.may(user, do, self._tenant(obj))
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self._may(request, self.read_needs, None)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._may(request, self.read_needs, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.change_needs is not None and self._may(request, self.change_needs, obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self.superuser_adds and access.is_superuser(request.user)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.superuser_deletes and access.is_superuser(request.user)
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        """Whether to offer the operator actions (each batch is checked again when run)."""
+        return self._may(request, Do.OPERATE, None)
+
 
 class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
+    """Rows of the parent batch: shown to whoever may read the batch."""
+
     extra = 0
     can_delete = False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Without `obj` Django asks whether to fill the formset at all; its rows are the
+        # parent's, which the parent's admin has already checked.
+        if obj is None:
+            return access.may_somewhere(request.user, Do.READ)
+        return access.may(request.user, Do.READ, obj.tenant_id)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -80,15 +185,39 @@ class TransitionInline(ReadOnlyInline):
     ordering = ["seq"]
 
 
+# --- Batches and their operator actions -------------------------------------------------------
+
+
+BatchService = Callable[..., Batch]
+
+
 def _run_action(
-    modeladmin: Any, request: HttpRequest, queryset: QuerySet[Batch], service: Any, verb: str
+    modeladmin: BatchAdmin, request: HttpRequest, queryset: QuerySet[Batch], service: BatchService, verb: str
 ) -> None:
+    """Run `service` on every selected batch, if the user may operate on each of them.
+
+    The queryset is already cut to the batches the user may read; a selected id that is
+    not in it (another tenant's, or gone) refuses the action too, so a forged POST
+    changes nothing and says so.
+    """
+    batches = list(queryset.select_related("tenant"))
+    selected = set(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME))
+    across = request.POST.get("select_across") == "1"
+    missing = 0 if across else len(selected - {str(b.pk) for b in batches})
+    refused = [b for b in batches if not access.may(request.user, Do.OPERATE, b.tenant_id)]
+    if missing or refused:
+        modeladmin.message_user(
+            request,
+            f"Nothing was {verb}: {missing + len(refused)} of the selected batches are not yours to "
+            "operate on (this needs the operator or admin role in their tenant).",
+            messages.ERROR,
+        )
+        return
+    actor = f"user:{request.user.get_username()}"
     done = 0
-    for batch in queryset:
+    for batch in batches:
         try:
-            service(
-                batch_id=batch.id, actor=f"admin:{request.user.get_username()}", reason=f"{verb} from admin"
-            )
+            service(batch_id=batch.id, actor=actor, reason=f"{verb} from the admin")
             done += 1
         except OrchestrationError as exc:
             modeladmin.message_user(request, f"{batch}: {exc.message}", messages.WARNING)
@@ -96,33 +225,45 @@ def _run_action(
         modeladmin.message_user(request, f"{verb}: {done} batch(es)", messages.SUCCESS)
 
 
-@admin.action(description="Cancel selected batches")
-def cancel_batches(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+@admin.action(description="Cancel selected batches", permissions=["operate"])
+def cancel_batches(modeladmin: BatchAdmin, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
     _run_action(modeladmin, request, queryset, batch_cancel, "cancelled")
 
 
-@admin.action(description="Retry selected failed batches")
-def retry_batches(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+@admin.action(description="Retry selected failed batches", permissions=["operate"])
+def retry_batches(modeladmin: BatchAdmin, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
     _run_action(modeladmin, request, queryset, batch_retry, "retried")
 
 
-@admin.action(description="Retry the failed items of selected batches")
-def retry_failed_items(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+@admin.action(description="Retry the failed items of selected batches", permissions=["operate"])
+def retry_failed_items(modeladmin: BatchAdmin, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
     _run_action(modeladmin, request, queryset, batch_retry_items, "retrying failed items of")
 
 
-@admin.action(description="Roll back selected batches (run their compensations)")
-def rollback_batches(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+@admin.action(description="Roll back selected batches (run their compensations)", permissions=["operate"])
+def rollback_batches(modeladmin: BatchAdmin, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
     _run_action(modeladmin, request, queryset, batch_rollback, "rolling back")
 
 
-def _svg(svg: str) -> str:
+def _svg(svg: str) -> SafeString:
     # The SVG is built by orchestrator.graphs, which escapes every text it draws.
     return mark_safe(f'<div style="overflow-x:auto;max-width:100%">{svg}</div>')  # noqa: S308
 
 
+def _running_phases() -> Subquery:
+    """The names of a batch's running phases, in plan order, as one column."""
+    names = (
+        PhaseRun.objects.filter(batch_id=OuterRef("pk"), state="running")
+        .order_by()
+        .values("batch_id")
+        .annotate(names=StringAgg("name", ", ", order_by="position"))
+        .values("names")
+    )
+    return Subquery(names)
+
+
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class BatchAdmin(ScopedAdmin):
     list_display = [
         "external_id",
         "tenant",
@@ -135,13 +276,17 @@ class BatchAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "created_at",
         "finished_at",
     ]
-    list_filter = ["state", "tenant", "pipeline_version__pipeline"]
+    list_filter = ["state", ("tenant", ONLY_YOURS), ("pipeline_version__pipeline", ONLY_YOURS)]
     search_fields = ["external_id", "id", "correlation_id"]
     date_hierarchy = "created_at"
     inlines = [PhaseRunInline, TransitionInline, SnapshotInline]
     actions = [cancel_batches, retry_batches, retry_failed_items, rollback_batches]
     list_select_related = ["tenant", "pipeline_version__pipeline"]
-    readonly_fields = ["graph", *[f.name for f in Batch._meta.fields]]
+    readonly_fields = ["graph", *_fields(Batch)]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Batch]:
+        batches: QuerySet[Batch] = super().get_queryset(request)
+        return batches.annotate(running_phases=_running_phases())
 
     @admin.display(description="progress")
     def graph(self, batch: Batch) -> str:
@@ -149,54 +294,112 @@ class BatchAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="active phases")
     def active_phases(self, batch: Batch) -> str:
-        return ", ".join(batch.phases.filter(state="running").values_list("name", flat=True))
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+        return getattr(batch, "running_phases", None) or ""
 
 
-@admin.register(Pipeline)
-class PipelineAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["name", "active_version", "split", "description", "created_at"]
-    readonly_fields = ["name", "description", "active_version", "split", "versions", "created_at"]
-
-    @admin.display(description="versions side by side")
-    def versions(self, pipeline: Pipeline) -> str:
-        rows = [
-            (
-                f"v{s.version}{' (active)' if s.active else ''}",
-                ", ".join(f"{state} {n}" for state, n in sorted(s.counts.items()) if n) or "no batches",
-                format_seconds(s.duration_p50),
-                format_seconds(s.duration_p95),
-            )
-            for s in version_stats(pipeline.name)
-        ]
-        return format_html(
-            "<table><tr><th>version</th><th>batches</th><th>p50</th><th>p95</th></tr>{}</table>",
-            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
-        )
+# --- A batch's records: read-only --------------------------------------------------------------
 
 
-@admin.register(PipelineVersion)
-class PipelineVersionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["pipeline", "version", "checksum", "created_at"]
-    list_filter = ["pipeline"]
-    readonly_fields = ["graph", "pipeline", "version", "definition", "checksum", "created_at"]
+@admin.register(BatchItem)
+class BatchItemAdmin(ScopedAdmin):
+    # Payloads are read through the API only (orchestrator.payloads; audited there).
+    readonly_fields = _fields(BatchItem, "payload")
+    fields = tuple(readonly_fields)
+    list_display = ["key", "batch", "seq", "state", "attempts", "failed_phase", "error_class"]
+    list_filter = ["state", "error_class"]
+    list_select_related = ["batch__tenant"]
+    search_fields = ["key", "batch__external_id"]
 
-    @admin.display(description="phases")
-    def graph(self, version: PipelineVersion) -> str:
-        return _svg(version_graph(version))
+
+@admin.register(ItemResult)
+class ItemResultAdmin(ScopedAdmin):
+    tenant_field = "item__tenant_id"
+    readonly_fields = _fields(ItemResult, "output")
+    fields = tuple(readonly_fields)
+    list_display = ["item", "phase_run", "ok", "error_class", "created_at"]
+    list_filter = ["ok", "error_class"]
+    list_select_related = ["item", "phase_run"]
+
+
+@admin.register(PhaseRun)
+class PhaseRunAdmin(ScopedAdmin):
+    readonly_fields = _fields(PhaseRun)
+    list_display = [
+        "name",
+        "batch",
+        "mode",
+        "state",
+        "attempts",
+        "items_done",
+        "items_total",
+        "items_failed",
+        "started_at",
+        "finished_at",
+    ]
+    list_filter = ["state", "mode"]
+    list_select_related = ["batch__tenant"]
+    search_fields = ["name", "batch__external_id"]
+
+
+@admin.register(StateTransition)
+class StateTransitionAdmin(ScopedAdmin):
+    readonly_fields = _fields(StateTransition)
+    list_display = ["batch", "seq", "from_state", "to_state", "phase", "at", "actor", "reason"]
+    list_filter = ["to_state"]
+    list_select_related = ["batch__tenant"]
+    search_fields = ["batch__external_id", "actor"]
+
+
+@admin.register(BatchSnapshot)
+class BatchSnapshotAdmin(ScopedAdmin):
+    readonly_fields = _fields(BatchSnapshot)
+    list_display = ["batch", "taken_at", "state", "transitions_count", "items_failed"]
+    list_select_related = ["batch__tenant"]
+
+
+@admin.register(ChunkRun)
+class ChunkRunAdmin(ScopedAdmin):
+    tenant_field = "phase_run__tenant_id"
+    readonly_fields = _fields(ChunkRun)
+    list_display = ["phase_run", "start", "end", "attempt", "succeeded", "failed", "skipped", "finished_at"]
+    list_select_related = ["phase_run"]
+
+
+@admin.register(WorkLease)
+class WorkLeaseAdmin(ScopedAdmin):
+    tenant_field = "phase_run__tenant_id"
+    readonly_fields = _fields(WorkLease)
+    list_display = ["phase_run", "start", "end", "attempt", "owner", "heartbeat_at", "leased_until"]
+    list_select_related = ["phase_run"]
+
+
+@admin.register(DeferredTask)
+class DeferredTaskAdmin(ScopedAdmin):
+    tenant_field = "phase_run__tenant_id"
+    readonly_fields = _fields(DeferredTask)
+    list_display = ["phase_run", "kind", "start", "end", "attempt", "due_at", "reason"]
+    list_select_related = ["phase_run"]
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["id", "event_type", "key", "created_at", "published_at", "attempts"]
+class OutboxEventAdmin(ScopedAdmin):
+    readonly_fields = _fields(OutboxEvent)
+    list_display = ["id", "event_type", "tenant", "key", "created_at", "published_at", "attempts"]
     list_filter = ["event_type", "published_at"]
-    readonly_fields = [f.name for f in OutboxEvent._meta.fields]
+    list_select_related = ["tenant"]
+
+
+@admin.register(ProcessedEvent)
+class ProcessedEventAdmin(ScopedAdmin):
+    readonly_fields = _fields(ProcessedEvent)
+    list_display = ["event_id", "event_type", "tenant", "batch", "processed_at"]
+    list_filter = ["event_type"]
+    list_select_related = ["tenant", "batch__tenant"]
+    search_fields = ["event_id"]
 
 
 @admin.register(ErrorFingerprint)
-class ErrorFingerprintAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ErrorFingerprintAdmin(ScopedAdmin):
     list_display = [
         "error_type",
         "error_class",
@@ -207,24 +410,127 @@ class ErrorFingerprintAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "last_seen",
         "tenant",
     ]
-    list_filter = ["error_class", "pipeline", "tenant"]
+    list_filter = ["error_class", "pipeline", ("tenant", ONLY_YOURS)]
+    list_select_related = ["tenant"]
     search_fields = ["message", "error_type", "fingerprint"]
-    readonly_fields = [f.name for f in ErrorFingerprint._meta.fields]
+    readonly_fields = _fields(ErrorFingerprint)
+
+
+@admin.register(ErrorCount)
+class ErrorCountAdmin(ScopedAdmin):
+    tenant_field = "fingerprint__tenant_id"
+    readonly_fields = _fields(ErrorCount)
+    list_display = ["error", "hour", "count"]
+    list_select_related = ["fingerprint"]
+
+    @admin.display(description="error", ordering="fingerprint__error_type")
+    def error(self, row: ErrorCount) -> str:
+        return f"{row.fingerprint.error_type}: {row.fingerprint.message[:80]}"
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class AlertAdmin(ScopedAdmin):
     list_display = ["created_at", "kind", "message", "tenant", "acknowledged_at"]
-    list_filter = ["kind", "tenant"]
-    readonly_fields = [f.name for f in Alert._meta.fields]
+    list_filter = ["kind", ("tenant", ONLY_YOURS)]
+    list_select_related = ["tenant"]
+    readonly_fields = _fields(Alert)
 
 
-admin.site.register(Tenant)
-admin.site.register(Membership)
+# --- Tenants and memberships ----------------------------------------------------------------
+
+
+@admin.register(Tenant)
+class TenantAdmin(ScopedAdmin):
+    """A tenant's admins keep its settings (its name); only a superuser adds tenants."""
+
+    tenant_field = "id"
+    change_needs = Do.ADMINISTER
+    superuser_adds = True
+    list_display = ["slug", "name", "created_at"]
+    search_fields = ["slug", "name"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # The slug is the tenant's identity in keys and events: set once.
+        return ["slug", "created_at"] if obj is not None else ["created_at"]
+
+
+@admin.register(Membership)
+class MembershipAdmin(ScopedAdmin):
+    """Read by the tenant's admins; granted and changed by a superuser (or `create_api_user`)."""
+
+    read_needs = Do.ADMINISTER
+    superuser_adds = True
+    superuser_deletes = True
+    list_display = ["user", "tenant", "role"]
+    list_filter = ["role", ("tenant", ONLY_YOURS)]
+    list_select_related = ["user", "tenant"]
+    search_fields = ["user__username", "tenant__slug"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access.is_superuser(request.user)
+
+
+# --- Pipelines: platform-wide, read by members -----------------------------------------------
+
+
+def _version_stats_table(pipeline: Pipeline, tenant_ids: list[int] | None) -> SafeString:
+    rows = [
+        (
+            f"v{s.version}{' (active)' if s.active else ''}",
+            ", ".join(f"{state} {n}" for state, n in sorted(s.counts.items()) if n) or "no batches",
+            format_seconds(s.duration_p50),
+            format_seconds(s.duration_p95),
+        )
+        for s in version_stats(pipeline.name, tenant_ids=tenant_ids)
+    ]
+    return format_html(
+        "<table><tr><th>version</th><th>batches</th><th>p50</th><th>p95</th></tr>{}</table>",
+        format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+    )
+
+
+@admin.register(Pipeline)
+class PipelineAdmin(ScopedAdmin):
+    tenant_field = None
+    members_read = True
+    list_display = ["name", "active_version", "split", "description", "created_at"]
+    list_select_related = ["active_version__pipeline"]
+    readonly_fields = ["name", "description", "active_version", "split", "created_at"]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        pipeline = self.get_object(request, object_id)
+        if pipeline is not None:
+            # Counted over the reader's tenants' batches only (a superuser's: all).
+            table = _version_stats_table(pipeline, access.tenant_ids(request.user))
+            extra_context = {**(extra_context or {}), "version_stats": table}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+@admin.register(PipelineVersion)
+class PipelineVersionAdmin(ScopedAdmin):
+    tenant_field = None
+    members_read = True
+    list_display = ["pipeline", "version", "checksum", "created_at"]
+    list_filter = ["pipeline"]
+    list_select_related = ["pipeline"]
+    readonly_fields = ["graph", "pipeline", "version", "definition", "checksum", "created_at"]
+
+    @admin.display(description="phases")
+    def graph(self, version: PipelineVersion) -> str:
+        return _svg(version_graph(version))
 
 
 def breakers_page(request: HttpRequest) -> HttpResponse:
-    """Admin page: every downstream dependency's circuit breaker."""
+    """Admin page: every downstream dependency's circuit breaker (superusers: they are
+    the service's, not a tenant's)."""
+    if not access.is_superuser(request.user):
+        raise PermissionDenied
     rows = [(b["dependency"], b["state"], b["failures"], b["opens_for_seconds"]) for b in breaker_states()]
     body = format_html(
         "<h1>Circuit breakers</h1><table><tr><th>dependency</th><th>state</th><th>failures in a row</th>"

@@ -4,8 +4,9 @@ Three levels, each a fixed number of queries whatever the number of batches:
 
 - `phase_run_metrics(batch_id)`: each phase run of one batch — queue wait, run time,
   total, items/s, chunks, retries, chunk run-time p50/p95.
-- `version_stats(pipeline)`: the versions of a pipeline side by side — batches by
-  state, batch duration p50/p95, and per phase run time and queue wait p50/p95.
+- `version_stats(pipeline, tenant_ids=...)`: the versions of a pipeline side by side —
+  batches by state, batch duration p50/p95, and per phase run time and queue wait
+  p50/p95, over the batches of the given tenants (a reader sees their tenants' only).
 - `profile_pipeline(pipeline, ...)`: one version over its latest finished batches —
   per phase mean/p50/p95 queue wait and run time, items/s and retries, the critical
   path through the phase DAG and the bottleneck, with the reason it was chosen.
@@ -26,7 +27,7 @@ See docs/profiling.md.
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
@@ -403,10 +404,16 @@ def _pipeline(name: str) -> Pipeline:
         raise NotFound("pipeline_not_found", f"pipeline {name!r} does not exist") from exc
 
 
-def _batch_counts(version_ids: list[int]) -> dict[int, dict[str, int]]:
+def _batches(version_ids: list[int], tenant_ids: Collection[int] | None) -> QuerySet[Batch]:
+    """The versions' batches; of the given tenants only, unless `tenant_ids` is None."""
+    batches = Batch.objects.filter(pipeline_version_id__in=version_ids)
+    return batches if tenant_ids is None else batches.filter(tenant_id__in=list(tenant_ids))
+
+
+def _batch_counts(version_ids: list[int], tenant_ids: Collection[int] | None) -> dict[int, dict[str, int]]:
     counts: dict[int, dict[str, int]] = {}
     rows = (
-        Batch.objects.filter(pipeline_version_id__in=version_ids)
+        _batches(version_ids, tenant_ids)
         .values_list("pipeline_version_id", "state")
         .annotate(n=Count("id"))
         .order_by()
@@ -416,11 +423,14 @@ def _batch_counts(version_ids: list[int]) -> dict[int, dict[str, int]]:
     return counts
 
 
-def _batch_durations(version_ids: list[int]) -> dict[int, tuple[int, float | None, float | None]]:
+def _batch_durations(
+    version_ids: list[int], tenant_ids: Collection[int] | None
+) -> dict[int, tuple[int, float | None, float | None]]:
     """(finished batches, p50, p95 of finished_at − created_at) per version: one query."""
     duration = _elapsed("finished_at", "created_at")
     rows = (
-        Batch.objects.filter(pipeline_version_id__in=version_ids, finished_at__isnull=False)
+        _batches(version_ids, tenant_ids)
+        .filter(finished_at__isnull=False)
         .values("pipeline_version_id")
         .annotate(
             n=Count("id"),
@@ -432,28 +442,37 @@ def _batch_durations(version_ids: list[int]) -> dict[int, tuple[int, float | Non
     return {r["pipeline_version_id"]: (r["n"], _as_seconds(r["p50"]), _as_seconds(r["p95"])) for r in rows}
 
 
-def _phase_stats_by_version(version_ids: list[int]) -> dict[tuple[int, str], tuple[Any, ...]]:
+def _phase_stats_by_version(
+    version_ids: list[int], tenant_ids: Collection[int] | None
+) -> dict[tuple[int, str], tuple[Any, ...]]:
     """(runs, run p50, run p95, wait p50, wait p95) per (version, phase): one query."""
+    where, params = "b.pipeline_version_id = ANY(%s)", [version_ids]
+    if tenant_ids is not None:
+        where, params = f"{where} AND b.tenant_id = ANY(%s)", [version_ids, list(tenant_ids)]
     sql = f"""
         SELECT t.pipeline_version_id, t.name, COUNT(*),
                {_percentiles("t.run_time", "run")}, {_percentiles("t.queue_wait", "wait")}
-        FROM ({_timed_phase_runs("b.pipeline_version_id = ANY(%s)")}) t
+        FROM ({_timed_phase_runs(where)}) t
         WHERE {_ran()}
         GROUP BY t.pipeline_version_id, t.name"""
-    return {(row[0], row[1]): row[2:] for row in _fetch(sql, [version_ids])}
+    return {(row[0], row[1]): row[2:] for row in _fetch(sql, params)}
 
 
-def version_stats(pipeline_name: str) -> list[VersionStats]:
+def version_stats(pipeline_name: str, *, tenant_ids: Collection[int] | None = None) -> list[VersionStats]:
     """The pipeline's versions side by side, newest first: five queries, whatever the
-    number of versions and batches. Raises `NotFound` for an unknown pipeline."""
+    number of versions and batches. Raises `NotFound` for an unknown pipeline.
+
+    Counts and durations are over the batches of `tenant_ids` only (a reader's tenants:
+    `orchestrator.access.tenant_ids`); None counts every tenant's (a superuser, a command).
+    """
     pipeline = _pipeline(pipeline_name)
     versions = list(PipelineVersion.objects.filter(pipeline=pipeline).order_by("-version"))
     ids = [v.id for v in versions]
     if not ids:
         return []
-    counts = _batch_counts(ids)
-    durations = _batch_durations(ids)
-    phases = _phase_stats_by_version(ids)
+    counts = _batch_counts(ids, tenant_ids)
+    durations = _batch_durations(ids, tenant_ids)
+    phases = _phase_stats_by_version(ids, tenant_ids)
     result = []
     for v in versions:
         finished, p50, p95 = durations.get(v.id, (0, None, None))

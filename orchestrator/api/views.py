@@ -17,6 +17,8 @@ from rest_framework.decorators import action, api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from orchestrator import access
+from orchestrator.access import Do
 from orchestrator.analytics import recent_alerts, top_errors
 from orchestrator.api.filters import BatchFilter
 from orchestrator.api.serializers import (
@@ -70,7 +72,7 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return BatchDetailOutSerializer if self.action == "retrieve" else BatchOutSerializer
 
     def _require_operator(self, tenant_id: int) -> None:
-        if tenant_id not in tenant_ids_for(self.request.user, "operator"):
+        if not access.may(self.request.user, Do.OPERATE, tenant_id):
             raise PermissionDenied("forbidden", "this needs the operator or admin role in the tenant")
 
     @extend_schema(
@@ -220,6 +222,8 @@ class PipelineViewSet(viewsets.ReadOnlyModelViewSet):
         pipeline = self.get_object()
         versions = PipelineVersion.objects.filter(pipeline=pipeline).select_related("pipeline")
         page = self.paginate_queryset(versions.order_by("-version"))
-        stats = {s.version: s.to_dict() for s in version_stats(pipeline.name)}
+        # Over the caller's tenants' batches only: another tenant's work is not theirs to count.
+        readable = access.tenant_ids(request.user)
+        stats = {s.version: s.to_dict() for s in version_stats(pipeline.name, tenant_ids=readable)}
         data = PipelineVersionOutSerializer(page, many=True, context={"stats": stats}).data
         return self.get_paginated_response(data)
