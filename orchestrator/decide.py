@@ -58,6 +58,19 @@ def phase_after(state: PhaseState | str, event: PhaseEvent) -> PhaseState | None
     return PHASE_TRANSITIONS.get((PhaseState(state), event))
 
 
+def phase_sources(event: PhaseEvent) -> list[PhaseState]:
+    """The states a phase may be in for `event` to apply (for a conditional update)."""
+    return [state for state, e in PHASE_TRANSITIONS if e == event]
+
+
+def phase_target(state: PhaseState | str, event: PhaseEvent) -> PhaseState:
+    """The state after `event`, for a caller that has checked the event applies."""
+    target = phase_after(state, event)
+    if target is None:
+        raise ValueError(f"a {state} phase cannot {event}")
+    return target
+
+
 # --- Batches ------------------------------------------------------------------------
 
 

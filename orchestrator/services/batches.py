@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from orchestrator.decide import PhaseEvent, phase_sources, phase_target
 from orchestrator.errors import Conflict, InvalidRequest
 from orchestrator.models import (
     Batch,
@@ -130,7 +131,7 @@ def batch_create(
         PhaseRun.objects.bulk_create(phase_runs_for(batch, plan))
         StateTransition.objects.bulk_create(audit)
         emit([outbox_event(batch=batch, event_type="batch.accepted", at=now)])
-        transaction.on_commit(partial(_enqueue_start, batch))
+        transaction.on_commit(partial(send_starts, [batch]))
     logger.info(
         "batch created",
         extra={"batch_id": str(batch.id), "tenant": tenant.slug, "external_id": batch.external_id},
@@ -185,6 +186,29 @@ def phase_runs_for(batch: Batch, plan: PipelinePlan) -> list[PhaseRun]:
     ]
 
 
+def send_starts(batches: list[Batch]) -> None:
+    """Send the starts of batches just committed; a failure leaves them to the reconciler.
+
+    The batches are stored (this runs after commit), so a broker that refuses the send
+    must not fail the caller (an API client would see a 500 for a batch that exists; the
+    consumer would read the request again and find it done). The first failure stops the
+    sending: the broker is down, the rest would wait on it too.
+    """
+    for n, batch in enumerate(batches):
+        try:
+            _enqueue_start(batch)
+        except Exception as exc:  # noqa: BLE001 - the commit happened; the reconciler starts them
+            logger.warning(
+                "the start of %d stored batch(es) was not sent (%s: %s); they stay accepted "
+                "until the reconciler sends it: %s",
+                len(batches) - n,
+                type(exc).__name__,
+                exc,
+                ", ".join(str(b.id) for b in batches[n:]),
+            )
+            return
+
+
 def _enqueue_start(batch: Batch) -> None:
     enqueue_orchestration(BATCH_START_TASK, (str(batch.id),), batch)
 
@@ -220,7 +244,7 @@ def batch_cancel(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
             raise Conflict(
                 "invalid_state", f"a {batch.state} batch cannot be cancelled", state=batch.state
             ) from exc
-        PhaseRun.objects.filter(batch_id=batch.id, state__in=[PhaseState.PENDING, PhaseState.RUNNING]).update(
+        PhaseRun.objects.filter(batch_id=batch.id, state__in=phase_sources(PhaseEvent.CANCEL)).update(
             state=PhaseState.CANCELLED, finished_at=now
         )
         save_batch(batch, audit)
@@ -252,9 +276,13 @@ def batch_retry(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
             raise Conflict(
                 "invalid_state", f"a {batch.state} batch cannot be retried", state=batch.state
             ) from exc
+        # The phases that did not finish run again (a retry reopens failed and cancelled ones).
         PhaseRun.objects.filter(
-            batch_id=batch.id, state__in=[PhaseState.FAILED, PhaseState.CANCELLED]
-        ).update(state=PhaseState.PENDING, error="")
+            batch_id=batch.id,
+            state__in=[
+                s for s in phase_sources(PhaseEvent.REOPEN) if s in (PhaseState.FAILED, PhaseState.CANCELLED)
+            ],
+        ).update(state=phase_target(PhaseState.FAILED, PhaseEvent.REOPEN), error="")
         batch.error = ""
         phases = list(batch.phases.all())
         events = [outbox_event(batch=batch, event_type="batch.retried", at=now)]
@@ -315,7 +343,7 @@ def _reopen_phase(phase: PhaseRun, item_ids: list[int]) -> None:
         ChunkRun.objects.filter(phase_run_id=phase.id).delete()
         phase.chunks_done = phase.items_done = phase.items_failed = 0
         phase.chunks_total = len(chunk_bounds(phase.items_total, phase.chunk_size))
-    phase.state = PhaseState.PENDING
+    phase.state = phase_target(phase.state, PhaseEvent.REOPEN)
     phase.output, phase.error, phase.error_class, phase.skip_reason = None, "", "", ""
     phase.finished_at = None
     phase.save(

@@ -164,23 +164,5 @@ def _store(
 
 
 def _start_all(batches: list[Batch]) -> None:
-    """Send the starts of batches just committed; a failure leaves them to the reconciler.
-
-    The batches are stored (this runs after commit), so a broker that refuses the send
-    must not fail the caller, which would read the request again and find it done. The
-    first failure stops the sending: the broker is down, the rest would wait on it too.
-    """
-    for n, batch in enumerate(batches):
-        try:
-            # Looked up now, not imported: tests hold batches by patching it.
-            batch_services._enqueue_start(batch)
-        except Exception as exc:  # noqa: BLE001 - the commit happened; the reconciler starts them
-            logger.warning(
-                "the start of %d stored batch(es) was not sent (%s: %s); they stay accepted "
-                "until the reconciler sends it: %s",
-                len(batches) - n,
-                type(exc).__name__,
-                exc,
-                ", ".join(str(b.id) for b in batches[n:]),
-            )
-            return
+    # Looked up now, not imported: tests hold batches by patching `_enqueue_start`.
+    batch_services.send_starts(batches)

@@ -15,7 +15,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from orchestrator.classify import ErrorClass, backoff_delay
-from orchestrator.decide import RetryMode, retry_mode
+from orchestrator.decide import PhaseEvent, RetryMode, phase_target, retry_mode
 from orchestrator.models import Batch, ChunkRun, OutboxEvent, PhaseRun, StateTransition
 from orchestrator.selectors import pipeline_plan
 from orchestrator.services.events import emit, outbox_event
@@ -303,7 +303,13 @@ def phase_complete(
         phase.output = dict(output) if output is not None else None
         # A note left by a retry on the way is not the error of a phase that succeeded.
         phase.error, phase.error_class = "", ""
-        _end_phase(phase, PhaseState.SUCCEEDED, now, work_started_at, ["output", "items_failed"])
+        _end_phase(
+            phase,
+            phase_target(phase.state, PhaseEvent.COMPLETE),
+            now,
+            work_started_at,
+            ["output", "items_failed"],
+        )
         data = {"phase": phase.name, "items_failed": phase.items_failed}
         _move_on(
             batch,
@@ -333,7 +339,7 @@ def phase_fail(
         if not _is_current(phase, phase_attempt):
             return
         phase.error, phase.error_class = error[: MAX_ERROR * 4], error_class
-        _end_phase(phase, PhaseState.FAILED, now, work_started_at, [])
+        _end_phase(phase, phase_target(phase.state, PhaseEvent.FAIL), now, work_started_at, [])
         data = {"phase": phase.name, "error": error[:500]}
         _move_on(
             batch,

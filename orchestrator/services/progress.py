@@ -29,7 +29,8 @@ from orchestrator.decide import (
     SkipPhase,
     StartPhases,
     decide_next,
-    phase_after,
+    phase_sources,
+    phase_target,
 )
 from orchestrator.errors import NotFound
 from orchestrator.models import Batch, BatchItem, OutboxEvent, PhaseRun, StateTransition
@@ -167,8 +168,10 @@ def _start(
     batch: Batch, to_start: list[PhaseRun], now: datetime, events: list[OutboxEvent]
 ) -> list[PhaseRun]:
     """Mark the phases `decide_next` starts `running`, a new attempt each."""
-    PhaseRun.objects.filter(id__in=[p.id for p in to_start], state=PhaseState.PENDING).update(
-        state=phase_after(PhaseState.PENDING, PhaseEvent.START),
+    PhaseRun.objects.filter(
+        id__in=[p.id for p in to_start], state__in=phase_sources(PhaseEvent.START)
+    ).update(
+        state=phase_target(PhaseState.PENDING, PhaseEvent.START),
         started_at=now,
         work_started_at=None,
         finished_at=None,
@@ -176,7 +179,7 @@ def _start(
         attempts=F("attempts") + 1,
     )
     for phase in to_start:
-        phase.state = PhaseState.RUNNING
+        phase.state = phase_target(phase.state, PhaseEvent.START)
         phase.started_at, phase.work_started_at = now, None
         phase.attempts += 1
         events.append(
@@ -186,7 +189,8 @@ def _start(
 
 
 def _skip(batch: Batch, phase: PhaseRun, reason: str, now: datetime, events: list[OutboxEvent]) -> None:
-    phase.state, phase.skip_reason, phase.finished_at = PhaseState.SKIPPED, reason[:500], now
+    phase.state = phase_target(phase.state, PhaseEvent.SKIP)
+    phase.skip_reason, phase.finished_at = reason[:500], now
     phase.save(update_fields=["state", "skip_reason", "finished_at"])
     data = {"phase": phase.name, "reason": reason[:500]}
     events.append(outbox_event(batch=batch, event_type="batch.phase_skipped", at=now, data=data))
@@ -195,7 +199,8 @@ def _skip(batch: Batch, phase: PhaseRun, reason: str, now: datetime, events: lis
 def _fail_condition(
     batch: Batch, phase: PhaseRun, error: str, now: datetime, events: list[OutboxEvent]
 ) -> None:
-    phase.state, phase.started_at, phase.finished_at = PhaseState.FAILED, now, now
+    phase.state = phase_target(phase.state, PhaseEvent.FAIL)
+    phase.started_at, phase.finished_at = now, now
     phase.error = error[:2000]
     phase.save(update_fields=["state", "started_at", "finished_at", "error"])
     data = {"phase": phase.name, "error": phase.error[:500]}
@@ -254,7 +259,7 @@ def _run_phase_inline(batch: Batch, phase: PhaseRun, items: list[ItemRow]) -> Ou
         output, error = result.output, result.error
         phase.error_class = result.error_class
     phase.finished_at = timezone.now()
-    phase.state = PhaseState.FAILED if error else PhaseState.SUCCEEDED
+    phase.state = phase_target(phase.state, PhaseEvent.FAIL if error else PhaseEvent.COMPLETE)
     phase.output = output
     phase.error = error or ""
     data: dict[str, Any]
