@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpResponse
-from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
@@ -18,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from orchestrator.analytics import recent_alerts, top_errors
-from orchestrator.api.filters import BatchFilter
+from orchestrator.api.filters import BatchFilter, parse_instant
 from orchestrator.api.serializers import (
     ActionInSerializer,
     BatchCreateInSerializer,
@@ -44,6 +45,11 @@ from orchestrator.services.batches import (
 from orchestrator.services.rollback import batch_rollback
 
 GRAPH_AS = OpenApiParameter("as", str, enum=["svg", "mermaid"], description="svg (default) or mermaid text")
+SINCE = OpenApiParameter("since", OpenApiTypes.DATETIME, description="only fingerprints seen since then")
+
+
+def _limit_parameter(default: int, most: int) -> OpenApiParameter:
+    return OpenApiParameter("limit", int, description=f"how many, {default} by default, at most {most}")
 
 
 def _graph_response(request: Request, render: Callable[[bool], str]) -> HttpResponse:
@@ -68,6 +74,10 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     def get_serializer_class(self) -> Any:
         return BatchDetailOutSerializer if self.action == "retrieve" else BatchOutSerializer
+
+    def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        # The filters choose batches for the list; a detail action names its batch by id.
+        return super().filter_queryset(queryset) if self.action == "list" else queryset
 
     def _require_operator(self, tenant_id: int) -> None:
         if tenant_id not in tenant_ids_for(self.request.user, "operator"):
@@ -107,13 +117,13 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
 
-    @extend_schema(responses=TransitionOutSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @extend_schema(responses=TransitionOutSerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], pagination_class=None)
     def history(self, request: Request, pk: str | None = None) -> Response:
         batch = self.get_object()
         return Response(TransitionOutSerializer(batch.transitions.order_by("seq"), many=True).data)
 
-    @extend_schema(responses=ItemOutSerializer(many=True))
+    @extend_schema(responses=ItemOutSerializer(many=True), filters=False)
     @action(detail=True, methods=["get"])
     def items(self, request: Request, pk: str | None = None) -> Response:
         batch = self.get_object()
@@ -166,20 +176,21 @@ def _limit(request: Request, default: int, most: int) -> int:
         raise InvalidRequest("invalid_limit", "limit must be a number") from exc
 
 
-@extend_schema(responses={200: dict})
+@extend_schema(parameters=[SINCE, _limit_parameter(20, 200)], responses={200: dict})
 @api_view(["GET"])
 def errors_view(request: Request) -> Response:
     """Top error fingerprints of the caller's tenants, with their 24-hour trend."""
     raw_since = request.query_params.get("since")
-    since = parse_datetime(raw_since) if raw_since else None
-    if raw_since and since is None:
-        raise InvalidRequest("invalid_since", "since must be an ISO 8601 date-time")
+    try:
+        since = parse_instant(raw_since) if raw_since else None
+    except forms.ValidationError as exc:
+        raise InvalidRequest("invalid_since", "since must be an ISO 8601 date-time") from exc
     return Response(
         {"results": top_errors(tenant_ids_for(request.user), since=since, limit=_limit(request, 20, 200))}
     )
 
 
-@extend_schema(responses={200: dict})
+@extend_schema(parameters=[_limit_parameter(50, 500)], responses={200: dict})
 @api_view(["GET"])
 def alerts_view(request: Request) -> Response:
     """Recent alerts (new error patterns, rising error rates) of the caller's tenants."""
