@@ -12,7 +12,7 @@ from django import forms
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.request import Request
@@ -46,6 +46,24 @@ from orchestrator.services.rollback import batch_rollback
 
 GRAPH_AS = OpenApiParameter("as", str, enum=["svg", "mermaid"], description="svg (default) or mermaid text")
 SINCE = OpenApiParameter("since", OpenApiTypes.DATETIME, description="only fingerprints seen since then")
+
+
+CREATE_EXAMPLE = OpenApiExample(
+    "Two essays",
+    request_only=True,
+    value={
+        "tenant": "acme",
+        "external_id": "acme-2026-11-29-001",
+        "pipeline": "essay-analysis",
+        "priority": 5,
+        "deadline": "2026-11-29T11:00:00Z",
+        "metadata": {"course": "EN101"},
+        "items": [
+            {"key": "essay-1", "payload": {"text": "Writing essays helps students think clearly."}},
+            {"key": "essay-2", "payload": {"text": "Reading every day improves vocabulary."}},
+        ],
+    },
+)
 
 
 def _limit_parameter(default: int, most: int) -> OpenApiParameter:
@@ -86,6 +104,7 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @extend_schema(
         request=BatchCreateInSerializer,
         responses={201: BatchDetailOutSerializer, 200: BatchDetailOutSerializer},
+        examples=[CREATE_EXAMPLE],
     )
     def create(self, request: Request) -> Response:
         data_in = BatchCreateInSerializer(data=request.data)
