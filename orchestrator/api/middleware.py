@@ -1,9 +1,9 @@
 """API paths answer in JSON, whatever happens: never an HTML page, never Django's debug page.
 
 On `/api/`, `/healthz`, `/readyz` and `/metrics` (CONTRACT §5):
-- a path or query string with U+0000 is a 400 `invalid_character` before any view runs
-  (PostgreSQL cannot even compare such a value), a declared body over the size limit a 413
-  `too_large` before it is read;
+- a path, query string or header with U+0000 is a 400 `invalid_character` before any view
+  runs (PostgreSQL cannot even compare such a value: a token, a session key, a name), a
+  declared body over the size limit a 413 `too_large` before it is read;
 - an exception no view handled gets Django's own handling (its log line, its
   `got_request_exception` signal), and a body too large is a 413;
 - an error response that Django rather than a DRF view wrote (its 404 for an unknown path,
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponseBase
 from rest_framework.response import Response
 
@@ -54,7 +54,15 @@ class ApiErrorMiddleware:
     def _refuse_early(self, request: HttpRequest) -> HttpResponseBase | None:
         if "\x00" in request.path_info:
             return error_response("invalid_character", "the path contains U+0000 (NUL)", 400)
-        for name, values in request.GET.lists():
+        for key, value in request.META.items():
+            if (key.startswith("HTTP_") or key == "CONTENT_TYPE") and "\x00" in str(value):
+                header = key.removeprefix("HTTP_").replace("_", "-").title()
+                return error_response("invalid_character", f"header {header} contains U+0000 (NUL)", 400)
+        try:
+            query = request.GET.lists()
+        except SuspiciousOperation as exc:  # e.g. more than DATA_UPLOAD_MAX_NUMBER_FIELDS parameters
+            return error_response("bad_request", str(exc), 400)
+        for name, values in query:
             if "\x00" in name or any("\x00" in v for v in values):
                 return error_response(
                     "invalid_character", f"query parameter {name!r} contains U+0000 (NUL)", 400

@@ -197,6 +197,25 @@ def test_nul_in_a_path_or_query_is_a_400(api: APIClient, url: str) -> None:
     assert_error(api.get(url), 400, "invalid_character")
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"HTTP_AUTHORIZATION": "Token a\x00b"},
+        {"HTTP_COOKIE": "sessionid=abcdefgh\x00ij"},
+        {"HTTP_X_ANY": "\x00"},
+    ],
+    ids=["token", "session-cookie", "any-header"],
+)
+def test_nul_in_a_header_is_a_400(api: APIClient, header: dict[str, str]) -> None:
+    client = APIClient()
+    assert_error(client.get("/api/v1/batches/", **header), 400, "invalid_character")
+
+
+def test_too_many_query_parameters_is_a_json_400(api: APIClient) -> None:
+    query = "&".join(f"p{i}=1" for i in range(1_001))
+    assert_error(api.get(f"/api/v1/batches/?{query}"), 400, "bad_request")
+
+
 def test_an_unknown_api_path_is_a_json_404(api: APIClient) -> None:
     assert_error(api.get("/api/v1/nothing-here/"), 404, "not_found")
     assert_error(api.get("/api/v2/"), 404, "not_found")
@@ -212,6 +231,9 @@ class TestWithDebugOn:
     def test_an_unknown_api_path_is_a_json_404(self, api: APIClient) -> None:
         assert_error(api.get("/api/v1/nothing-here/"), 404, "not_found")
         assert_error(api.get("/healthz/nothing"), 404, "not_found")
+
+    def test_a_host_not_allowed_is_a_json_400(self, api: APIClient) -> None:
+        assert_error(api.get("/api/v1/batches/", HTTP_HOST="evil.example"), 400, "bad_request")
 
     def test_each_hostile_input_is_still_json(self, api: APIClient) -> None:
         assert_error(post_text(api, body_text('{"text": "\\u0000"}')), 400, "invalid_character")
