@@ -70,15 +70,15 @@ class ApiErrorMiddleware:
         limit = body_limit()
         declared = request.META.get("CONTENT_LENGTH") or ""
         if limit is not None and declared.isdigit() and int(declared) > limit:
-            exc = too_large(int(declared), limit)
-            return error_response(exc.code, exc.message, exc.status)
+            refusal = too_large(int(declared), limit)
+            return error_response(refusal.code, refusal.message, refusal.status)
         return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:
         if is_api_path(request.path_info) and isinstance(exception, RequestDataTooBig):
             limit = body_limit() or 0
-            exc = too_large(f"more than {limit}", limit)
-            return error_response(exc.code, exc.message, exc.status)
+            refusal = too_large(f"more than {limit}", limit)
+            return error_response(refusal.code, refusal.message, refusal.status)
         # Everything else: Django logs it and answers; __call__ turns the answer into JSON.
         return None
 
