@@ -9,8 +9,11 @@ import logging
 from typing import Any
 
 import pytest
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponse
 from rest_framework.test import APIClient
 
+from orchestrator.api.middleware import ApiErrorMiddleware
 from orchestrator.api.parsers import StrictJSONParser, body_limit
 from orchestrator.errors import OrchestrationError
 from orchestrator.models import Batch, BatchItem
@@ -49,7 +52,7 @@ def post_text(api: APIClient, text: str) -> Any:
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.content[:300]
     assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
-    payload: dict[str, Any] = response.json()
+    payload: dict[str, Any] = json.loads(response.content)
     assert payload["code"] == code, payload
     assert payload["message"]
     return payload
@@ -128,6 +131,15 @@ def test_the_parser_reads_no_more_than_the_limit_whatever_the_header_says() -> N
         StrictJSONParser().parse(stream)
     assert (raised.value.status, raised.value.code) == (413, "too_large")
     assert stream.tell() == limit + 1
+
+
+def test_a_body_too_big_found_while_reading_is_a_json_413(rf: Any) -> None:
+    # Without a Content-Length (chunked), Django finds out only as it reads the body.
+    middleware = ApiErrorMiddleware(lambda request: HttpResponse())
+    response = middleware.process_exception(rf.post("/api/v1/batches/"), RequestDataTooBig("too big"))
+    assert response is not None
+    assert_error(response, 413, "too_large")
+    assert middleware.process_exception(rf.post("/admin/"), RequestDataTooBig("too big")) is None
 
 
 def test_a_form_body_is_a_415(api: APIClient) -> None:
