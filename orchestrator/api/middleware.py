@@ -13,7 +13,6 @@ DRF's own responses are left alone, so the browsable API still shows its errors.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
@@ -22,8 +21,6 @@ from rest_framework.response import Response
 
 from orchestrator.api.errors import STATUS_CODES, error_response
 from orchestrator.api.parsers import body_limit, too_large
-
-logger = logging.getLogger(__name__)
 
 API_PREFIXES = ("/api/", "/healthz", "/readyz", "/metrics")
 
