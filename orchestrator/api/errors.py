@@ -4,12 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from orchestrator.errors import OrchestrationError
+
+# The code of an error response that no view wrote (Django's own 404, 500, …).
+STATUS_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "throttled",
+    500: "server_error",
+}
+
+
+def error_response(code: str, message: str, status: int) -> JsonResponse:
+    """The API's error body `{code, message}`, for the layers below DRF (middleware)."""
+    return JsonResponse({"code": code, "message": message}, status=status)
 
 
 def _first_message(detail: Any) -> str:

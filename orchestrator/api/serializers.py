@@ -39,9 +39,9 @@ class ActionInSerializer(serializers.Serializer):
 
 
 class PhaseOutSerializer(serializers.ModelSerializer):
-    duration_seconds = serializers.FloatField(read_only=True)
-    queue_wait_seconds = serializers.FloatField(read_only=True)
-    items_per_second = serializers.FloatField(read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    queue_wait_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    items_per_second = serializers.FloatField(read_only=True, allow_null=True)
 
     class Meta:
         model = PhaseRun

@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpResponse
-from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.request import Request
@@ -20,7 +21,7 @@ from rest_framework.response import Response
 from orchestrator import access
 from orchestrator.access import Do
 from orchestrator.analytics import recent_alerts, top_errors
-from orchestrator.api.filters import BatchFilter
+from orchestrator.api.filters import BatchFilter, parse_instant
 from orchestrator.api.serializers import (
     ActionInSerializer,
     BatchCreateInSerializer,
@@ -46,6 +47,29 @@ from orchestrator.services.batches import (
 from orchestrator.services.rollback import batch_rollback
 
 GRAPH_AS = OpenApiParameter("as", str, enum=["svg", "mermaid"], description="svg (default) or mermaid text")
+SINCE = OpenApiParameter("since", OpenApiTypes.DATETIME, description="only fingerprints seen since then")
+
+
+CREATE_EXAMPLE = OpenApiExample(
+    "Two essays",
+    request_only=True,
+    value={
+        "tenant": "acme",
+        "external_id": "acme-2026-11-29-001",
+        "pipeline": "essay-analysis",
+        "priority": 5,
+        "deadline": "2026-11-29T11:00:00Z",
+        "metadata": {"course": "EN101"},
+        "items": [
+            {"key": "essay-1", "payload": {"text": "Writing essays helps students think clearly."}},
+            {"key": "essay-2", "payload": {"text": "Reading every day improves vocabulary."}},
+        ],
+    },
+)
+
+
+def _limit_parameter(default: int, most: int) -> OpenApiParameter:
+    return OpenApiParameter("limit", int, description=f"how many, {default} by default, at most {most}")
 
 
 def _graph_response(request: Request, render: Callable[[bool], str]) -> HttpResponse:
@@ -71,6 +95,10 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def get_serializer_class(self) -> Any:
         return BatchDetailOutSerializer if self.action == "retrieve" else BatchOutSerializer
 
+    def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        # The filters choose batches for the list; a detail action names its batch by id.
+        return super().filter_queryset(queryset) if self.action == "list" else queryset
+
     def _require_operator(self, tenant_id: int) -> None:
         if not access.may(self.request.user, Do.OPERATE, tenant_id):
             raise PermissionDenied("forbidden", "this needs the operator or admin role in the tenant")
@@ -78,6 +106,7 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @extend_schema(
         request=BatchCreateInSerializer,
         responses={201: BatchDetailOutSerializer, 200: BatchDetailOutSerializer},
+        examples=[CREATE_EXAMPLE],
     )
     def create(self, request: Request) -> Response:
         data_in = BatchCreateInSerializer(data=request.data)
@@ -109,13 +138,13 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
 
-    @extend_schema(responses=TransitionOutSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @extend_schema(responses=TransitionOutSerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], pagination_class=None)
     def history(self, request: Request, pk: str | None = None) -> Response:
         batch = self.get_object()
         return Response(TransitionOutSerializer(batch.transitions.order_by("seq"), many=True).data)
 
-    @extend_schema(responses=ItemOutSerializer(many=True))
+    @extend_schema(responses=ItemOutSerializer(many=True), filters=False)
     @action(detail=True, methods=["get"])
     def items(self, request: Request, pk: str | None = None) -> Response:
         batch = self.get_object()
@@ -168,20 +197,21 @@ def _limit(request: Request, default: int, most: int) -> int:
         raise InvalidRequest("invalid_limit", "limit must be a number") from exc
 
 
-@extend_schema(responses={200: dict})
+@extend_schema(parameters=[SINCE, _limit_parameter(20, 200)], responses={200: dict})
 @api_view(["GET"])
 def errors_view(request: Request) -> Response:
     """Top error fingerprints of the caller's tenants, with their 24-hour trend."""
     raw_since = request.query_params.get("since")
-    since = parse_datetime(raw_since) if raw_since else None
-    if raw_since and since is None:
-        raise InvalidRequest("invalid_since", "since must be an ISO 8601 date-time")
+    try:
+        since = parse_instant(raw_since) if raw_since else None
+    except forms.ValidationError as exc:
+        raise InvalidRequest("invalid_since", "since must be an ISO 8601 date-time") from exc
     return Response(
         {"results": top_errors(tenant_ids_for(request.user), since=since, limit=_limit(request, 20, 200))}
     )
 
 
-@extend_schema(responses={200: dict})
+@extend_schema(parameters=[_limit_parameter(50, 500)], responses={200: dict})
 @api_view(["GET"])
 def alerts_view(request: Request) -> Response:
     """Recent alerts (new error patterns, rising error rates) of the caller's tenants."""
