@@ -13,6 +13,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse
 from rest_framework.test import APIClient
 
+from orchestrator.api.input_rules import MAX_DEPTH
 from orchestrator.api.middleware import ApiErrorMiddleware
 from orchestrator.api.parsers import StrictJSONParser, body_limit
 from orchestrator.errors import OrchestrationError
@@ -73,11 +74,11 @@ def nested(depth: int) -> str:
         (body_text('"\\ud800"'), "invalid_character", "$.items[0].payload"),
         (body_text('{"n": NaN}'), "invalid_number", "NaN"),
         (body_text('{"n": Infinity}'), "invalid_number", "Infinity"),
-        (body_text("[-Infinity]"), "invalid_number", "-Infinity"),
-        (body_text('{"n": 1e999}'), "invalid_number", "1e999"),
-        (body_text(nested(1_200)), "too_deep", "64 levels"),
-        (body_text(nested(100_000)), "too_deep", "64 levels"),
-        (body_text(nested(70)), "too_deep", "$.items[0].payload"),
+        (body_text("[-Infinity]"), "invalid_number", "$.items[0].payload[0]"),
+        (body_text('{"n": 1e999}'), "invalid_number", "$.items[0].payload.n"),
+        (body_text(nested(1_200)), "too_deep", f"{MAX_DEPTH} levels"),
+        (body_text(nested(100_000)), "too_deep", f"{MAX_DEPTH} levels"),
+        (body_text(nested(MAX_DEPTH - 2)), "too_deep", f"{MAX_DEPTH} levels"),
         ('{"tenant": "acme", "priority": NaN, "items": [{"key": "k"}]}', "invalid_number", "NaN"),
         ("{not json", "parse_error", "line 1"),
         ('{"a": "\xff"}'.encode("latin-1"), "parse_error", "UTF-8"),
@@ -95,7 +96,7 @@ def nested(depth: int) -> str:
         "overflowing-float",
         "nested-1200",
         "nested-100000",
-        "nested-70",
+        "nested-just-past-the-cap",
         "nan-priority",
         "not-json",
         "not-utf8",
@@ -110,10 +111,10 @@ def test_a_hostile_body_is_a_400_with_a_code_and_stores_nothing(
 
 
 def test_nesting_up_to_the_cap_is_accepted(api: APIClient) -> None:
-    # The body, `items`, the item and the payload are 4 levels: 60 more make 64.
-    created = post_text(api, body_text(nested(60)))
+    # The body, `items` and the item are 3 levels: the payload's own make MAX_DEPTH.
+    created = post_text(api, body_text(nested(MAX_DEPTH - 3)))
     assert created.status_code == 201, created.json()
-    assert BatchItem.objects.get().payload == json.loads(nested(60))
+    assert BatchItem.objects.get().payload == json.loads(nested(MAX_DEPTH - 3))
 
 
 def test_a_body_over_the_limit_is_a_json_413_too_large(api: APIClient) -> None:
