@@ -132,8 +132,10 @@ def measure_latency(runs: int) -> list[float]:
         events = KafkaConsumer(
             bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, group_id=None, fetch_max_wait_ms=5
         )
-        tp = TopicPartition(settings.BOS_TOPIC_EVENTS, 0)
-        events.assign([tp])
+        # A batch's events go to the partition of its key: read them all.
+        events.assign(
+            [TopicPartition(settings.BOS_TOPIC_EVENTS, p) for p in range(settings.BOS_KAFKA_EVENT_PARTITIONS)]
+        )
         producer = make_producer(linger_ms=0)
         for i in track(range(runs + 2), description="latency", console=console):
             external_id = f"latency-{RUN_ID}-{i}"

@@ -53,6 +53,17 @@ BATCH_TERMINAL = frozenset(
     }
 )
 PHASE_DONE = frozenset({PhaseState.SUCCEEDED, PhaseState.SKIPPED})
+# A batch in these states has its pending items succeeded (settled after its commit).
+SETTLED_STATES = (BatchState.COMPLETED, BatchState.COMPLETED_WITH_ERRORS)
+
+
+def reported_item_state(item_state: str, batch_state: str) -> str:
+    """An item's state for readers: a pending item of a completed batch has succeeded (its
+    row is settled right after the batch's commit, outside the batch lock)."""
+    if item_state == ItemState.PENDING and batch_state in SETTLED_STATES:
+        return ItemState.SUCCEEDED.value
+    return item_state
+
 
 BATCH_TRANSITIONS: Mapping[BatchState | None, frozenset[BatchState]] = {
     None: frozenset({BatchState.RECEIVED}),

@@ -91,6 +91,16 @@ class PhaseDispatch:
         )
 
 
+def runs_here(batch: Batch, mode: str, *, inline: bool) -> bool:
+    """Whether a started phase runs in the caller (an orchestration task) instead of being
+    sent: a small batch — at most `BOS_INLINE_MAX_ITEMS` items — when the caller allows it,
+    because a fan-out costs more than so little work. The phase then runs through the same
+    execution functions a chunk task uses (`orchestrator.services.execution`), in the
+    caller's transaction; states, history, events and results are the same either way.
+    Sub-pipelines are always sent."""
+    return inline and mode != "sub_pipeline" and batch.items_total <= settings.BOS_INLINE_MAX_ITEMS
+
+
 def _sig(name: str, *args: Any, queue: str | None) -> Signature:
     return signature(name, args=args, immutable=True, app=current_app).set(**_options(queue))
 

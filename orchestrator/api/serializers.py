@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from orchestrator.kafka.messages import TENANT_PATTERN
 from orchestrator.models import Batch, BatchItem, PhaseRun, Pipeline, PipelineVersion, StateTransition
 from orchestrator.payloads import payload_from_storage
+from orchestrator.states import ItemState, reported_item_state
 
 
 class ItemInSerializer(serializers.Serializer):
@@ -123,6 +125,7 @@ class TransitionOutSerializer(serializers.ModelSerializer):
 
 class ItemOutSerializer(serializers.ModelSerializer):
     payload = serializers.SerializerMethodField()
+    state = serializers.SerializerMethodField()
 
     class Meta:
         model = BatchItem
@@ -130,6 +133,11 @@ class ItemOutSerializer(serializers.ModelSerializer):
 
     def get_payload(self, item: BatchItem) -> Any:
         return payload_from_storage(item.payload)
+
+    @extend_schema_field(serializers.ChoiceField(choices=[s.value for s in ItemState]))
+    def get_state(self, item: BatchItem) -> str:
+        batch_state = self.context.get("batch_state", "")
+        return reported_item_state(item.state, batch_state)
 
 
 class PipelineVersionOutSerializer(serializers.ModelSerializer):

@@ -149,7 +149,8 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def items(self, request: Request, pk: str | None = None) -> Response:
         batch = self.get_object()
         page = self.paginate_queryset(batch.items.order_by("seq"))
-        return self.get_paginated_response(ItemOutSerializer(page, many=True).data)
+        items = ItemOutSerializer(page, many=True, context={"batch_state": batch.state})
+        return self.get_paginated_response(items.data)
 
     def _operator_action(self, request: Request, service: Any) -> Response:
         batch = self.get_object()

@@ -26,9 +26,10 @@ from django.db import transaction
 from django.db.models import Count, F, Q, Sum
 
 from orchestrator.models import Batch, BatchItem, OutboxEvent, PhaseRun, StateTransition
+from orchestrator.services.progress import settle_items
 from orchestrator.services.snapshots import latest_snapshot
 from orchestrator.services.state_migration import MIGRATION, effective_path, path_problem
-from orchestrator.states import BatchState, ItemState, PhaseState
+from orchestrator.states import SETTLED_STATES, BatchState, ItemState, PhaseState
 
 PAGE = 500
 COUNTER_CHECKS = ("counts", "phase_counts")
@@ -199,6 +200,23 @@ def _check_phase_counts(page: list[UUID]) -> list[Problem]:
     return problems
 
 
+def _check_settled(page: list[UUID], batches: dict[UUID, Batch]) -> list[Problem]:
+    """Completed batches whose items were not all settled (the process that finished the
+    batch died between its commit and settling them; readers see them succeeded anyway)."""
+    settled = [b for b in page if batches[b].state in SETTLED_STATES]
+    if not settled:
+        return []
+    pending = (
+        BatchItem.objects.filter(batch_id__in=settled, state=ItemState.PENDING)
+        .values_list("batch_id")
+        .annotate(n=Count("id"))
+    )
+    return [
+        Problem(batch_id, "settled", f"{n} item(s) of a completed batch still pending", repairable=True)
+        for batch_id, n in pending
+    ]
+
+
 def _check_history(page: list[UUID], batches: dict[UUID, Batch]) -> list[Problem]:
     rows: dict[UUID, list[tuple[int, str, str, str]]] = defaultdict(list)
     for batch_id, seq, from_state, to_state, actor in (
@@ -245,13 +263,21 @@ def check_batches(*, repair: bool = False, progress: Callable[[int], None] | Non
     report.batches = len(batch_ids)
     for page in _pages(batch_ids):
         batches = Batch.objects.in_bulk(page)
-        problems = _check_counts(page, batches) + _check_phase_counts(page) + _check_history(page, batches)
+        problems = (
+            _check_counts(page, batches)
+            + _check_phase_counts(page)
+            + _check_settled(page, batches)
+            + _check_history(page, batches)
+        )
         report.problems += problems
         if repair:
             fixable = [p for p in problems if p.repairable and p.check in COUNTER_CHECKS]
             for batch_id in dict.fromkeys(p.batch_id for p in fixable):
                 repair_counters(batch_id=batch_id)
             report.repaired += fixable
+            for problem in (p for p in problems if p.check == "settled"):
+                settle_items(batch_id=problem.batch_id)
+                report.repaired.append(problem)
         if progress:
             progress(len(page))
     for phase in stale_phases():

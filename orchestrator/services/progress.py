@@ -13,7 +13,6 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -45,8 +44,14 @@ from orchestrator.services.execution import (
     run_batch_handler,
     run_items,
 )
-from orchestrator.states import BatchState, ItemState, PhaseState
-from orchestrator.workflows import CHILD_FINISHED_TASK, PhaseDispatch, dispatch_phase, enqueue_orchestration
+from orchestrator.states import SETTLED_STATES, BatchState, ItemState, PhaseState
+from orchestrator.workflows import (
+    CHILD_FINISHED_TASK,
+    PhaseDispatch,
+    dispatch_phase,
+    enqueue_orchestration,
+    runs_here,
+)
 
 
 def lock_batch(batch_id: Any) -> Batch:
@@ -83,7 +88,6 @@ def advance(
     """
     plan = pipeline_plan(batch.pipeline_version)
     events: list[OutboxEvent] = []
-    run_here = inline and batch.items_total <= settings.BOS_INLINE_MAX_ITEMS
     items: list[ItemRow] | None = None
     by_name = {p.name: p for p in phases}
     while True:
@@ -108,7 +112,8 @@ def advance(
                 transaction.on_commit(partial(notify_parent, batch))
         if not to_start:
             return events
-        dispatched = [p for p in to_start if not run_here or p.mode == "sub_pipeline"]
+        # The sender's choice: fan the phases out to the workers, or run them right here.
+        dispatched = [p for p in to_start if not runs_here(batch, p.mode, inline=inline)]
         if dispatched:
             _dispatch(batch, dispatched)
         here = [p for p in to_start if p not in dispatched]
@@ -280,7 +285,11 @@ def _finish(
 ) -> list[OutboxEvent]:
     outcome, items_failed = finish.outcome, finish.items_failed
     if outcome != BatchState.FAILED:
-        BatchItem.objects.filter(batch_id=batch.id, state=ItemState.PENDING).update(state=ItemState.SUCCEEDED)
+        # Its items' states follow right after the commit, outside the batch lock: O(items)
+        # writes are no part of a transition (readers see them as succeeded meanwhile).
+        transaction.on_commit(
+            partial(settle_items, batch_id=batch.id, transitions_count=batch.transitions_count + 1)
+        )
     batch.items_failed = items_failed
     batch.items_succeeded = batch.items_total - items_failed if outcome != BatchState.FAILED else 0
     batch.report = {p.name: p.output for p in phases if p.mode != "per_item" and p.output is not None}
@@ -292,6 +301,24 @@ def _finish(
         transition(batch, to=outcome, actor=ORCHESTRATOR, reason=reason, phase=finish.failed_phase, at=now)
     )
     return [outbox_event(batch=batch, event_type=f"batch.{outcome.value}", at=now)]
+
+
+def settle_items(*, batch_id: Any, transitions_count: int | None = None) -> int:
+    """Mark the pending items of a batch that completed `succeeded`; how many.
+
+    Fenced by the batch's history: only while it is still completed (with errors) at the
+    transition that ended it (`transitions_count`; None: whichever), so a retry or a rewind
+    that reopened it meanwhile is never overwritten. `bos_check --repair` settles a batch
+    whose settling was lost with its process.
+    """
+    done = Batch.objects.filter(id=batch_id, state__in=SETTLED_STATES)
+    if transitions_count is not None:
+        done = done.filter(transitions_count=transitions_count)
+    if not done.exists():
+        return 0
+    return BatchItem.objects.filter(batch_id=batch_id, state=ItemState.PENDING).update(
+        state=ItemState.SUCCEEDED
+    )
 
 
 def notify_parent(child: Batch) -> None:
