@@ -18,6 +18,7 @@ import redis
 from django.conf import settings
 
 from orchestrator.classify import RETRYABLE, classify
+from orchestrator.config import runtime
 
 NAMESPACE = "bos:breaker"
 
@@ -38,8 +39,8 @@ def breaker(dependency: str) -> pybreaker.CircuitBreaker:
         pybreaker.STATE_CLOSED, _client(), namespace=f"{NAMESPACE}:{dependency}"
     )
     return pybreaker.CircuitBreaker(
-        fail_max=settings.BOS_BREAKER_FAIL_MAX,
-        reset_timeout=settings.BOS_BREAKER_RESET_SECONDS,
+        fail_max=runtime("breaker_fail_max"),
+        reset_timeout=runtime("breaker_reset_seconds"),
         state_storage=storage,
         exclude=[_not_a_dependency_failure],
         name=dependency,

@@ -13,11 +13,11 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from orchestrator.config import runtime
 from orchestrator.decide import (
     BatchView,
     BeginRollback,
@@ -82,7 +82,7 @@ def advance(
     """
     plan = pipeline_plan(batch.pipeline_version)
     events: list[OutboxEvent] = []
-    run_here = inline and batch.items_total <= settings.BOS_INLINE_MAX_ITEMS
+    run_here = inline and batch.items_total <= runtime("inline_max_items")
     items: list[ItemRow] | None = None
     by_name = {p.name: p for p in phases}
     while True:
