@@ -692,6 +692,14 @@ BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
 RUNTIME: dict[str, Setting] = {s.key: s for s in SETTINGS if s.kind == Kind.RUNTIME}
 
 
+def from_text(text: str) -> Any:
+    """A value typed by a person: JSON (`250`, `0.5`, `true`), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def parse(setting: Setting, raw: Any) -> Any:
     """`raw` (JSON value or string) as the setting's type, within its bounds; else ConfigInvalid."""
     key = setting.key or setting.env

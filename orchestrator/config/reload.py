@@ -98,7 +98,10 @@ def refresh(*, force: bool = False) -> None:
 
 
 def status() -> dict[str, Any]:
-    """This process's view, for /readyz: its version and whether it is current."""
+    """This process's view, for /readyz: its version and whether it is current (stale:
+    Redis could not be reached at the last check, so it keeps its last good values)."""
+    if time.monotonic() >= _cache.next_check:
+        refresh()
     body: dict[str, Any] = {"version": _cache.version, "stale": bool(_cache.error)}
     if _cache.error:
         since = _cache.error_since or time.monotonic()

@@ -53,6 +53,11 @@ def defaults() -> dict[str, Any]:
     return {key: getattr(settings, s.env) for key, s in RUNTIME.items()}
 
 
+def current_values() -> dict[str, Any]:
+    """Every runtime key's effective value, from the database."""
+    return {**defaults(), **stored()[1]}
+
+
 def latest() -> ConfigVersion | None:
     return ConfigVersion.objects.order_by("-version").first()
 
