@@ -171,7 +171,7 @@ def config_items() -> list[dict[str, Any]]:
                 "scope": setting.scope.value,
                 "bounds": setting.bounds,
                 "env": setting.env,
-                "version": row.version if row else 0,
+                "version": last.version if last else 0,
                 "changed_by": last.actor if last else None,
                 "changed_at": last.at if last else None,
             }
