@@ -35,6 +35,10 @@ class ConfigItemOutSerializer(serializers.Serializer):
     changed_at = serializers.DateTimeField(allow_null=True)
 
 
+class ConfigListOutSerializer(serializers.Serializer):
+    results = ConfigItemOutSerializer(many=True)
+
+
 class ConfigSetInSerializer(serializers.Serializer):
     value = serializers.JSONField()
     reason = serializers.CharField(max_length=2000)
@@ -65,7 +69,7 @@ def _item(key: str) -> dict[str, Any]:
     return next(item for item in store.config_items() if item["key"] == key)
 
 
-@extend_schema(responses=ConfigItemOutSerializer(many=True))
+@extend_schema(responses=ConfigListOutSerializer)
 @api_view(["GET"])
 def config_list_view(request: Request) -> Response:
     """Every runtime setting: its value, default, type, bounds and last change."""

@@ -682,7 +682,7 @@ SETTINGS: tuple[Setting, ...] = (
 ALIASES: tuple[Alias, ...] = (
     Alias(
         "BOS_STALE_AFTER_SECONDS",
-        since="0.4",
+        since="leases (4f2f646)",
         message="BOS_STALE_AFTER_SECONDS was removed: the reconciler re-runs work whose lease expired; "
         "set BOS_LEASE_SECONDS instead (docs/configuration-migrations.md)",
     ),
