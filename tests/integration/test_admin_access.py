@@ -247,7 +247,11 @@ def build_world(
     objects[Pipeline][NONE] = version.pipeline
     objects[PipelineVersion][NONE] = version
     objects[ConfigVersion][NONE] = ConfigVersion.objects.create(
-        version=ConfigVersion.objects.count() + 1, actor="test", reason="made by the matrix", changes={}, values={}
+        version=ConfigVersion.objects.count() + 1,
+        actor="test",
+        reason="made by the matrix",
+        changes={},
+        values={},
     )
     objects[get_user_model()][NONE] = bystander
     objects[Group][NONE] = Group.objects.create(name=f"some-group{tag}")
