@@ -20,7 +20,6 @@ from orchestrator.errors import InvalidRequest, NotFound
 from orchestrator.models import ConfigVersion
 
 REDIS_KEY = "bos:config:current"
-CHANNEL = "bos:config:changed"
 # Any 64-bit number of our own: the transaction lock that orders versions.
 _LOCK_ID = 0x0B05C0F1
 
@@ -32,7 +31,6 @@ if cur then
   if ok and tonumber(doc['version']) >= tonumber(ARGV[1]) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[2])
-redis.call('PUBLISH', KEYS[2], ARGV[1])
 return 1
 """
 
@@ -71,7 +69,7 @@ def stored() -> tuple[int, dict[str, Any]]:
 def publish(version: int, values: Mapping[str, Any]) -> bool:
     """Make `version` the one processes see, unless Redis already holds a newer one."""
     doc = json.dumps({"version": version, "values": dict(values)}, sort_keys=True)
-    return bool(client().eval(_PUBLISH, 2, REDIS_KEY, CHANNEL, version, doc))
+    return bool(client().eval(_PUBLISH, 1, REDIS_KEY, version, doc))
 
 
 def _write(
