@@ -32,9 +32,12 @@ Settings are of two kinds:
   key and the rule; the same rules hold for the variables at start-up.
 
 How a process sees a change: the database holds every version, Redis the current one
-(`bos:config:current`). Each process keeps the values in a dict (reading one is a local
-lookup: see the measurement in `tests/integration/test_runtime_config.py`) and compares
-its version with Redis at most every `BOS_CONFIG_RELOAD_SECONDS`. A process that cannot
+(`bos:config:current`). Each process keeps the values in a dict and compares its version
+with Redis (one GET) at most every `BOS_CONFIG_RELOAD_SECONDS`. Reading a setting is a
+local lookup: `tests/integration/test_runtime_config.py` prints the cost (`-s`); on the
+development machine, per read: a plain dict lookup ~60 ns, `runtime("chunk_size")`
+~200 ns, `django.conf.settings.BOS_CHUNK_SIZE` (under the test run's settings wrapper)
+~550 ns, one Redis GET ~0.1–3 ms. A process that cannot
 reach Redis keeps its last good values and says so in `/readyz` (`config.stale`).
 
 Example environments: [laptop](examples/laptop.env), [one server](examples/one-server.env),

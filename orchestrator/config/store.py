@@ -8,6 +8,7 @@ commit) publish `{"version", "values"}` to Redis, where every process's cache lo
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,8 +43,15 @@ class InvalidConfig(InvalidRequest):
         super().__init__("invalid_config", str(error), key=error.key, rule=error.rule)
 
 
+_clients: dict[tuple[int, str], redis.Redis] = {}
+
+
 def client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    """This process's Redis client (a forked worker child makes its own)."""
+    key = (os.getpid(), settings.REDIS_URL)
+    if key not in _clients:
+        _clients[key] = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    return _clients[key]
 
 
 def defaults() -> dict[str, Any]:
