@@ -34,7 +34,7 @@ def _client() -> redis.Redis:
 
 
 @lru_cache(maxsize=256)
-def breaker(dependency: str) -> pybreaker.CircuitBreaker:
+def _breaker(dependency: str) -> pybreaker.CircuitBreaker:
     storage = pybreaker.CircuitRedisStorage(
         pybreaker.STATE_CLOSED, _client(), namespace=f"{NAMESPACE}:{dependency}"
     )
@@ -45,6 +45,14 @@ def breaker(dependency: str) -> pybreaker.CircuitBreaker:
         exclude=[_not_a_dependency_failure],
         name=dependency,
     )
+
+
+def breaker(dependency: str) -> pybreaker.CircuitBreaker:
+    """The dependency's breaker, with the thresholds in force now (runtime settings)."""
+    cb = _breaker(dependency)
+    cb.fail_max = runtime("breaker_fail_max")
+    cb.reset_timeout = runtime("breaker_reset_seconds")
+    return cb
 
 
 def seconds_until_probe(dependency: str) -> float:

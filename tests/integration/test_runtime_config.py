@@ -281,7 +281,7 @@ def test_reading_a_runtime_setting_is_a_local_lookup() -> None:
     assert reload._cache.version == 1
 
 
-def test_the_version_numbers_count_every_change(request: pytest.FixtureRequest) -> None:
+def test_the_version_numbers_count_every_change() -> None:
     tag = uuid.uuid4().hex[:4]
     store.config_set(changes={"chunk_size": 11}, actor=f"test:{tag}", reason="one")
     store.config_set(changes={"chunk_size": 11}, actor=f"test:{tag}", reason="same value")
@@ -292,3 +292,12 @@ def test_the_version_numbers_count_every_change(request: pytest.FixtureRequest) 
         (2, {}),
         (3, {"chunk_size": {"old": 11, "new": 100}}),
     ]
+
+
+def test_a_breaker_already_made_takes_new_thresholds() -> None:
+    from orchestrator.breakers import breaker
+
+    name = f"cfg-{uuid.uuid4().hex[:6]}"
+    assert breaker(name).fail_max == settings.BOS_BREAKER_FAIL_MAX
+    store.config_set(changes={"breaker_fail_max": 42, "breaker_reset_seconds": 7.5}, actor="test", reason="x")
+    assert (breaker(name).fail_max, breaker(name).reset_timeout) == (42, 7.5)
