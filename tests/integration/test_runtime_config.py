@@ -301,3 +301,23 @@ def test_a_breaker_already_made_takes_new_thresholds() -> None:
     assert breaker(name).fail_max == settings.BOS_BREAKER_FAIL_MAX
     store.config_set(changes={"breaker_fail_max": 42, "breaker_reset_seconds": 7.5}, actor="test", reason="x")
     assert (breaker(name).fail_max, breaker(name).reset_timeout) == (42, 7.5)
+
+
+def test_reads_between_two_checks_never_ask_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    store.config_set(changes={"chunk_size": 12}, actor="test", reason="x")
+    reload.refresh(force=True)
+    asked: list[str] = []
+    real = store.client
+
+    class Counting:
+        def get(self, key: str) -> Any:
+            asked.append(key)
+            return real().get(key)
+
+    monkeypatch.setattr(store, "client", Counting)
+    assert all(runtime("chunk_size") == 12 for _ in range(10_000))
+    assert asked == []
+    # Once the check is due, one GET (and nothing more) sees the current version.
+    reload._cache.next_check = 0.0
+    assert runtime("chunk_size") == 12 and asked == [store.REDIS_KEY]
+    monkeypatch.undo()
