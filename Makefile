@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run demo test lint typecheck schemas bench bench-ingest services services-down clean
+.PHONY: install run demo test lint docs typecheck schemas bench bench-ingest services services-down clean
 
 install: $(STAMP)
 
@@ -29,9 +29,19 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(OFFLINE_ENV) $(PY) manage.py config_docs --check
+
+# Generated docs: docs/configuration.md from the settings' declarations (`make lint` checks it).
+docs: install
+	$(OFFLINE_ENV) $(PY) manage.py config_docs
 
 typecheck: install
 	$(VENV)/bin/mypy
+
+# Commands that connect to nothing get placeholder URLs for services that are not configured.
+OFFLINE_ENV = DATABASE_URL=$${DATABASE_URL:-postgres://unused@127.0.0.1:1/unused} \
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:1/0} \
+	KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:1}
 
 # Regenerate the committed OpenAPI schema (docs/contracts.md). Generating it connects to
 # nothing, so placeholder URLs stand in for services that are not configured.

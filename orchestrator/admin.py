@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.postgres.aggregates import StringAgg
@@ -36,6 +37,8 @@ from django.utils.safestring import SafeString, mark_safe
 from orchestrator import access
 from orchestrator.access import Do
 from orchestrator.breakers import breaker_states
+from orchestrator.config import registry as config_registry
+from orchestrator.config import store as config_store
 from orchestrator.errors import OrchestrationError
 from orchestrator.models import (
     Alert,
@@ -43,6 +46,7 @@ from orchestrator.models import (
     BatchItem,
     BatchSnapshot,
     ChunkRun,
+    ConfigVersion,
     DeferredTask,
     ErrorCount,
     ErrorFingerprint,
@@ -539,3 +543,65 @@ def breakers_page(request: HttpRequest) -> HttpResponse:
     )
     context = {**admin.site.each_context(request), "title": "Circuit breakers", "content": body}
     return TemplateResponse(request, "admin/bos_page.html", context)
+
+
+class ConfigChangeForm(forms.ModelForm):  # type: ignore[type-arg]
+    """A new version of the runtime configuration: one key, its value (JSON), why.
+    Validated by the same function as the API and `bos_config` (registry.validate)."""
+
+    key = forms.ChoiceField(choices=[(k, k) for k in sorted(config_registry.RUNTIME)])
+    value = forms.CharField(help_text="JSON: 250, 0.5, true")
+    reason = forms.CharField(widget=forms.Textarea)
+
+    class Meta:
+        model = ConfigVersion
+        fields: list[str] = []
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if "key" in data and "value" in data:
+            data["value"] = config_registry.from_text(data["value"])
+            try:
+                config_registry.validate({data["key"]: data["value"]}, config_store.current_values())
+            except config_registry.ConfigInvalid as exc:
+                raise forms.ValidationError(f"invalid_config: {exc} (rule: {exc.rule})") from exc
+        return data
+
+
+@admin.register(ConfigVersion)
+class ConfigVersionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Runtime configuration: the platform's, so superusers only. Versions are never
+    edited: Add makes a new one (through the same service as the API)."""
+
+    form = ConfigChangeForm
+    list_display = ["version", "at", "actor", "reason", "changes", "rollback_of"]
+    readonly_fields = ["version", "at", "actor", "reason", "changes", "values", "rollback_of"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return tuple(self.readonly_fields) if obj else ("key", "value", "reason")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return list(self.readonly_fields) if obj else []
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access.is_superuser(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access.is_superuser(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return access.is_superuser(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: ConfigVersion, form: Any, change: bool) -> None:
+        row = config_store.config_set(
+            changes={form.cleaned_data["key"]: form.cleaned_data["value"]},
+            actor=f"user:{request.user.get_username()}",
+            reason=form.cleaned_data["reason"],
+        )
+        obj.pk, obj.version, obj.at = row.pk, row.version, row.at

@@ -18,6 +18,7 @@ import redis
 from django.conf import settings
 
 from orchestrator.classify import RETRYABLE, classify
+from orchestrator.config import runtime
 
 NAMESPACE = "bos:breaker"
 
@@ -33,17 +34,25 @@ def _client() -> redis.Redis:
 
 
 @lru_cache(maxsize=256)
-def breaker(dependency: str) -> pybreaker.CircuitBreaker:
+def _breaker(dependency: str) -> pybreaker.CircuitBreaker:
     storage = pybreaker.CircuitRedisStorage(
         pybreaker.STATE_CLOSED, _client(), namespace=f"{NAMESPACE}:{dependency}"
     )
     return pybreaker.CircuitBreaker(
-        fail_max=settings.BOS_BREAKER_FAIL_MAX,
-        reset_timeout=settings.BOS_BREAKER_RESET_SECONDS,
+        fail_max=runtime("breaker_fail_max"),
+        reset_timeout=runtime("breaker_reset_seconds"),
         state_storage=storage,
         exclude=[_not_a_dependency_failure],
         name=dependency,
     )
+
+
+def breaker(dependency: str) -> pybreaker.CircuitBreaker:
+    """The dependency's breaker, with the thresholds in force now (runtime settings)."""
+    cb = _breaker(dependency)
+    cb.fail_max = runtime("breaker_fail_max")
+    cb.reset_timeout = runtime("breaker_reset_seconds")
+    return cb
 
 
 def seconds_until_probe(dependency: str) -> float:

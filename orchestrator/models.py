@@ -485,3 +485,23 @@ class DeferredTask(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["due_at"], name="deferredtask_due")]
+
+
+class ConfigVersion(models.Model):
+    """One change of the runtime configuration (orchestrator/config/): who, when, why,
+    what changed, and every overridden value after it. The latest row is the current
+    configuration; a rollback is a new row."""
+
+    version = models.PositiveIntegerField(unique=True)
+    at = models.DateTimeField(auto_now_add=True)
+    actor = models.CharField(max_length=200)
+    reason = models.TextField(blank=True)
+    changes = models.JSONField()  # {key: {"old": value, "new": value}}
+    values = models.JSONField()  # {key: value}: every key set at runtime (others: their default)
+    rollback_of = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-version"]
+
+    def __str__(self) -> str:
+        return f"config v{self.version}"

@@ -20,6 +20,7 @@ from celery import chord, current_app, signature
 from celery.canvas import Signature
 from django.conf import settings
 
+from orchestrator.config import runtime
 from orchestrator.models import Batch, PhaseRun
 from orchestrator.pipelines import chunk_bounds
 from orchestrator.routing import Kind, TaskFacts, route
@@ -93,12 +94,12 @@ class PhaseDispatch:
 
 def runs_here(batch: Batch, mode: str, *, inline: bool) -> bool:
     """Whether a started phase runs in the caller (an orchestration task) instead of being
-    sent: a small batch — at most `BOS_INLINE_MAX_ITEMS` items — when the caller allows it,
+    sent: a small batch — at most `inline_max_items` (runtime, `BOS_INLINE_MAX_ITEMS`) items — when the caller allows it,
     because a fan-out costs more than so little work. The phase then runs through the same
     execution functions a chunk task uses (`orchestrator.services.execution`), in the
     caller's transaction; states, history, events and results are the same either way.
     Sub-pipelines are always sent."""
-    return inline and mode != "sub_pipeline" and batch.items_total <= settings.BOS_INLINE_MAX_ITEMS
+    return inline and mode != "sub_pipeline" and batch.items_total <= runtime("inline_max_items")
 
 
 def _sig(name: str, *args: Any, queue: str | None) -> Signature:

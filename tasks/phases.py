@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
-from django.conf import settings
 
+from orchestrator.config import runtime
 from orchestrator.decide import RetryMode, retry_mode
 from orchestrator.services.deferred import defer
 from orchestrator.services.phases import RetryChunk, phase_batch_run, phase_chunk_run, phase_retry_noted
@@ -36,7 +36,7 @@ def _retry_later(
         phase_run_id=phase_run_id, delay=retry.delay, reason=retry.reason, waiting_on=retry.waiting_on
     )
     next_attempt = attempt + 1 if retry.attempt_used else attempt
-    if retry_mode(retry.delay, max_countdown=settings.BOS_MAX_COUNTDOWN_SECONDS) == RetryMode.DEFER:
+    if retry_mode(retry.delay, max_countdown=runtime("max_countdown_seconds")) == RetryMode.DEFER:
         chunk = len(args) == 3
         defer(
             phase_run_id=phase_run_id,

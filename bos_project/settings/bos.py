@@ -12,6 +12,10 @@ from bos_project.settings.environment import (
     positive_int,
 )
 from bos_project.settings.environment import bos_env as _bos_env
+from orchestrator.config.registry import apply_aliases as _apply_aliases
+
+# Old names of settings (docs/configuration-migrations.md): read with a DeprecationWarning.
+_apply_aliases(env.ENVIRON)
 
 KAFKA_BOOTSTRAP_SERVERS = kafka_bootstrap()
 BOS_TOPIC_REQUESTS = env.str("BOS_TOPIC_REQUESTS", default="bos.batch.requested")
@@ -22,6 +26,13 @@ BOS_TOPIC_SYSTEM_EVENTS = env.str("BOS_TOPIC_SYSTEM_EVENTS", default="bos.system
 BOS_CONSUMER_GROUP = env.str("BOS_CONSUMER_GROUP", default="bos-orchestrator")
 BOS_KAFKA_FETCH_MAX_WAIT_MS = positive_int("BOS_KAFKA_FETCH_MAX_WAIT_MS", 20)
 BOS_ENCRYPTION_KEYS = encryption_keys(_bos_env())
+
+# Runtime settings (orchestrator/config/): the longest a process takes to see a change.
+BOS_CONFIG_RELOAD_SECONDS = env.float("BOS_CONFIG_RELOAD_SECONDS", default=5.0)
+if not 0.1 <= BOS_CONFIG_RELOAD_SECONDS <= 300:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("BOS_CONFIG_RELOAD_SECONDS must be between 0.1 and 300 seconds")
 
 # Limits on inbound requests; a request over them is refused (DLQ or HTTP 413/400).
 BOS_MAX_ITEMS = positive_int("BOS_MAX_ITEMS", 10_000)
@@ -147,3 +158,9 @@ if not 0.0 <= BOS_SERVICE_DEGRADED_BELOW <= 1.0:
 BOS_KAFKA_END_OFFSETS = choice("BOS_KAFKA_END_OFFSETS", ("highwater", "list_offsets"), "highwater")
 # Longest time /metrics spends asking the broker for the consumer lag.
 BOS_LAG_METRICS_TIMEOUT_SECONDS = env.float("BOS_LAG_METRICS_TIMEOUT_SECONDS", default=5.0)
+
+# --- Runtime settings: their variables are their defaults, held to the same rules ---
+from orchestrator.config.registry import RUNTIME as _RUNTIME  # noqa: E402
+from orchestrator.config.registry import check_runtime_defaults as _check_runtime_defaults  # noqa: E402
+
+_check_runtime_defaults({key: globals()[s.env] for key, s in _RUNTIME.items()})

@@ -77,7 +77,7 @@ CELERY_DB_REUSE_MAX = env.int("BOS_DB_REUSE_MAX", default=1000)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "reconcile": {
         "task": "tasks.maintenance.reconcile_task",
-        "schedule": env.float("BOS_RECONCILE_INTERVAL_SECONDS", default=30.0),
+        "schedule": env.float("BOS_RECONCILE_INTERVAL_SECONDS", default=10.0),
         "options": {"expires": 60},
     },
     "deferred": {

@@ -13,6 +13,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from kombu import Connection
 
+from orchestrator.config.reload import status as config_status
 from orchestrator.kafka.health import consumer_snapshots
 from orchestrator.service_clients.health import services_detail
 
@@ -89,6 +90,5 @@ def readyz(request: HttpRequest) -> JsonResponse:
     # Downstream services are shown, never judged: one in trouble slows the phases that
     # call it (retries, breaker), not BOS, so it must not take BOS out of rotation.
     services = services_detail()
-    return JsonResponse(
-        {"ready": ready, "checks": results, "services": services}, status=200 if ready else 503
-    )
+    body = {"ready": ready, "checks": results, "services": services, "config": config_status()}
+    return JsonResponse(body, status=200 if ready else 503)

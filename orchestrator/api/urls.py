@@ -5,6 +5,12 @@ from __future__ import annotations
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from orchestrator.api.config_views import (
+    config_history_view,
+    config_list_view,
+    config_rollback_view,
+    config_set_view,
+)
 from orchestrator.api.views import BatchViewSet, PipelineViewSet, alerts_view, breakers_view, errors_view
 
 router = DefaultRouter()
@@ -14,5 +20,9 @@ urlpatterns = [
     path("breakers/", breakers_view, name="breakers"),
     path("errors/", errors_view, name="errors"),
     path("alerts/", alerts_view, name="alerts"),
+    path("config/", config_list_view, name="config"),
+    path("config/history/", config_history_view, name="config-history"),
+    path("config/rollback/", config_rollback_view, name="config-rollback"),
+    path("config/<str:key>/", config_set_view, name="config-set"),
     *router.urls,
 ]

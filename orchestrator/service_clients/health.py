@@ -22,6 +22,7 @@ from typing import Any, cast
 import redis
 from django.conf import settings
 
+from orchestrator.config import runtime
 from orchestrator.service_clients.config import configured_services
 from orchestrator.service_clients.store import PREFIX, client
 
@@ -151,7 +152,7 @@ def service_status(service: str) -> dict[str, Any]:
     ratio = stats["success_ratio"]
     if breaker_state == "open":
         status = "down"
-    elif breaker_state == "half-open" or (ratio is not None and ratio < settings.BOS_SERVICE_DEGRADED_BELOW):
+    elif breaker_state == "half-open" or (ratio is not None and ratio < runtime("service_degraded_below")):
         status = "degraded"
     else:
         status = "idle" if ratio is None else "ok"

@@ -9,10 +9,10 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from orchestrator.config import runtime
 from orchestrator.decide import PhaseEvent, phase_sources, phase_target
 from orchestrator.errors import Conflict, InvalidRequest
 from orchestrator.models import (
@@ -61,10 +61,10 @@ class BatchCreateResult:
 def _check_request(request: BatchRequest) -> None:
     if not request.items:
         raise InvalidRequest("no_items", "a batch needs at least one item")
-    if len(request.items) > settings.BOS_MAX_ITEMS:
+    if len(request.items) > runtime("max_items"):
         raise InvalidRequest(
             "too_many_items",
-            f"{len(request.items)} items; at most {settings.BOS_MAX_ITEMS} are allowed",
+            f"{len(request.items)} items; at most {runtime('max_items')} are allowed",
         )
     keys = [item["key"] for item in request.items]
     if len(set(keys)) != len(keys):
@@ -182,7 +182,7 @@ def phase_runs_for(batch: Batch, plan: PipelinePlan) -> list[PhaseRun]:
             chunks_total=len(chunk_bounds(batch.items_total, chunk_size)) if spec.mode == "per_item" else 1,
         )
         for position, spec in enumerate(plan.phases)
-        for chunk_size in [spec.chunk_size or settings.BOS_CHUNK_SIZE]
+        for chunk_size in [spec.chunk_size or runtime("chunk_size")]
     ]
 
 

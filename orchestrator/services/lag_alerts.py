@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import transaction
 from kafka.errors import KafkaError
 
+from orchestrator.config import runtime
 from orchestrator.kafka.groups import Broker, GroupError, TopicLag, topic_lag
 from orchestrator.models import Alert, OutboxEvent
 from orchestrator.services.events import SCHEMA_VERSION, emit
@@ -99,8 +100,8 @@ def lag_check(
     """Measure the lag once and move the episode on (see the module docstring)."""
     group = group or settings.BOS_CONSUMER_GROUP
     topic = topic or settings.BOS_TOPIC_REQUESTS
-    threshold = settings.BOS_LAG_ALERT_THRESHOLD if threshold is None else threshold
-    alert_after = settings.BOS_LAG_ALERT_SECONDS if alert_after_seconds is None else alert_after_seconds
+    threshold = runtime("lag_alert_threshold") if threshold is None else threshold
+    alert_after = runtime("lag_alert_seconds") if alert_after_seconds is None else alert_after_seconds
     client = client or _redis()
     key = STATE_KEY.format(group=group, topic=topic)
 

@@ -29,10 +29,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
+from orchestrator.config import runtime
 from orchestrator.states import BatchState, PhaseState
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def lease_take(
         "owner": owner,
         "task": _task_of(owner),
         "now": now,
-        "until": now + timedelta(seconds=settings.BOS_LEASE_SECONDS),
+        "until": now + timedelta(seconds=runtime("lease_seconds")),
         "running": PhaseState.RUNNING.value,
         "batch_running": BatchState.RUNNING.value,
     }
@@ -128,7 +128,7 @@ def lease_take(
 def lease_extend(*, phase_run_id: int, start: int, owner: str, seconds: float) -> None:
     """Keep a lease through a retry's countdown: the same task comes back to it (a retry
     keeps its task id), and meanwhile the reconciler must not send the work again."""
-    until = timezone.now() + timedelta(seconds=seconds + settings.BOS_LEASE_SECONDS)
+    until = timezone.now() + timedelta(seconds=seconds + runtime("lease_seconds"))
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE orchestrator_worklease SET leased_until = %s"
@@ -187,7 +187,7 @@ class Heartbeat:
             return list(self._held.values())
 
     def _run(self) -> None:
-        interval = settings.BOS_LEASE_SECONDS / 3
+        interval = runtime("lease_seconds") / 3
         while True:
             threading.Event().wait(interval)
             try:
@@ -207,7 +207,7 @@ class Heartbeat:
         if not held:
             return
         now = now or timezone.now()
-        until = now + timedelta(seconds=settings.BOS_LEASE_SECONDS)
+        until = now + timedelta(seconds=runtime("lease_seconds"))
         by_owner: dict[str, list[LeaseHandle]] = {}
         for handle in held:
             by_owner.setdefault(handle.owner, []).append(handle)

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
 from orchestrator.classify import ErrorClass, backoff_delay
+from orchestrator.config import runtime
 from orchestrator.decide import PhaseEvent, RetryMode, phase_target, retry_mode
 from orchestrator.models import Batch, ChunkRun, OutboxEvent, PhaseRun, StateTransition
 from orchestrator.selectors import pipeline_plan
@@ -82,10 +82,10 @@ class RetryChunk(Exception):
 
 def retry_policy(spec_retry: Mapping[str, Any]) -> dict[str, float]:
     return {
-        "max_attempts": spec_retry.get("max_attempts", settings.BOS_RETRY_MAX_ATTEMPTS),
-        "base": spec_retry.get("base", settings.BOS_RETRY_BASE_SECONDS),
-        "cap": spec_retry.get("cap", settings.BOS_RETRY_CAP_SECONDS),
-        "jitter": spec_retry.get("jitter", settings.BOS_RETRY_JITTER),
+        "max_attempts": spec_retry.get("max_attempts", runtime("retry_max_attempts")),
+        "base": spec_retry.get("base", runtime("retry_base_seconds")),
+        "cap": spec_retry.get("cap", runtime("retry_cap_seconds")),
+        "jitter": spec_retry.get("jitter", runtime("retry_jitter")),
     }
 
 
@@ -94,13 +94,13 @@ def wait_limit(batch: Batch, phase_started_at: datetime | None) -> datetime:
     `BOS_MAX_WAIT_SECONDS` after its phase started. Bounded by time, never by a count."""
     if batch.deadline is not None:
         return batch.deadline
-    return (phase_started_at or timezone.now()) + timedelta(seconds=settings.BOS_MAX_WAIT_SECONDS)
+    return (phase_started_at or timezone.now()) + timedelta(seconds=runtime("max_wait_seconds"))
 
 
 def _hold_for_retry(*, phase_run_id: int, start: int, owner: str, delay: float) -> None:
     """A retry by countdown comes back to its lease (same task id): keep it until then. A
     longer wait is stored and sent by beat as a new task: give the lease up for it."""
-    if retry_mode(delay, max_countdown=settings.BOS_MAX_COUNTDOWN_SECONDS) == RetryMode.DEFER:
+    if retry_mode(delay, max_countdown=runtime("max_countdown_seconds")) == RetryMode.DEFER:
         lease_release(phase_run_id=phase_run_id, start=start, owner=owner)
     else:
         lease_extend(phase_run_id=phase_run_id, start=start, owner=owner, seconds=delay)

@@ -39,6 +39,7 @@ from celery import current_app
 from django.conf import settings
 from django.utils import timezone
 
+from orchestrator.config import runtime
 from orchestrator.models import Batch, ChunkRun, DeferredTask, PhaseRun, WorkLease
 from orchestrator.pipelines import missing_ranges
 from orchestrator.services.children import child_of
@@ -100,7 +101,7 @@ def broker_queue_depth(queue: str) -> int:
 
 
 def _lease_window(now: datetime) -> datetime:
-    return now - timedelta(seconds=settings.BOS_LEASE_SECONDS)
+    return now - timedelta(seconds=runtime("lease_seconds"))
 
 
 def _reconcile(*, now: datetime, queue_depth: Callable[[str], int]) -> ReconcileReport:
@@ -194,7 +195,7 @@ def _idle(phase: PhaseRun, now: datetime, *, recorded_at: datetime | None) -> bo
     has taken from the queue starts within that; what is sent again by mistake is
     harmless anyway (it claims its lease before its handler runs)."""
     signs = (phase.started_at, phase.work_started_at, recorded_at, phase.reconciled_at, phase.next_retry_at)
-    window = now - timedelta(seconds=settings.BOS_LEASE_SECONDS / 3)
+    window = now - timedelta(seconds=runtime("lease_seconds") / 3)
     return max(t for t in signs if t) < window
 
 

@@ -14,10 +14,10 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from orchestrator.config import runtime
 from orchestrator.errors import Conflict
 from orchestrator.models import Batch, OutboxEvent, PhaseRun, StateTransition
 from orchestrator.selectors import pipeline_plan
@@ -157,10 +157,10 @@ def _record_compensation(batch_id: Any, phase_id: int, error: str | None) -> flo
             )
             return 0
         phase.compensation_error = error[:4000]
-        if phase.compensation_attempts < settings.BOS_COMPENSATION_MAX_ATTEMPTS:
+        if phase.compensation_attempts < runtime("compensation_max_attempts"):
             phase.compensation_state = PENDING
             phase.save(update_fields=["compensation_state", "compensation_error"])
-            base = settings.BOS_COMPENSATION_BACKOFF_SECONDS
+            base = runtime("compensation_backoff_seconds")
             return float(min(base * 2 ** (phase.compensation_attempts - 1), 300))
         phase.compensation_state = FAILED
         phase.save(update_fields=["compensation_state", "compensation_error"])

@@ -39,6 +39,7 @@ from orchestrator.models import (
     BatchItem,
     BatchSnapshot,
     ChunkRun,
+    ConfigVersion,
     DeferredTask,
     ErrorCount,
     ErrorFingerprint,
@@ -108,6 +109,7 @@ SPECS: dict[type[Model], Spec] = {
     Membership: Spec(read=3, su_change=True, su_add=True, su_delete=True),
     Pipeline: PLATFORM,
     PipelineVersion: PLATFORM,
+    ConfigVersion: Spec(read=None, su_add=True),  # the platform's runtime settings
     get_user_model(): DJANGO_OWN,
     Group: DJANGO_OWN,
     TokenProxy: DJANGO_OWN,
@@ -244,6 +246,13 @@ def build_world(
     objects[Alert][NONE] = Alert.objects.create(tenant=None, kind="consumer_lag", message="the service lags")
     objects[Pipeline][NONE] = version.pipeline
     objects[PipelineVersion][NONE] = version
+    objects[ConfigVersion][NONE] = ConfigVersion.objects.create(
+        version=ConfigVersion.objects.count() + 1,
+        actor="test",
+        reason="made by the matrix",
+        changes={},
+        values={},
+    )
     objects[get_user_model()][NONE] = bystander
     objects[Group][NONE] = Group.objects.create(name=f"some-group{tag}")
     objects[TokenProxy][NONE] = TokenProxy.objects.get(user=bystander)

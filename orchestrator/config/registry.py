@@ -1,0 +1,812 @@
+"""Every BOS setting, declared once: its name, type, default, bounds, scope and meaning.
+
+Two kinds. `startup` settings (URLs, secrets, ports, topic names) are read from the
+environment when a process starts (`bos_project/settings/`). `runtime` settings are read
+through `orchestrator.config.runtime(key)`: their environment variable gives the default
+and a value set at runtime (`PUT /api/v1/config/{key}/`, `manage.py bos_config set`)
+overrides it in every process within `BOS_CONFIG_RELOAD_SECONDS`.
+
+`docs/configuration.md` is generated from these declarations (`manage.py config_docs`).
+Pure Python: no Django import, so settings modules and tests can read it.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class Kind(enum.StrEnum):
+    STARTUP = "startup"
+    RUNTIME = "runtime"
+
+
+class Scope(enum.StrEnum):
+    GLOBAL = "global"
+    TENANT = "tenant"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting. `key` is the runtime name (`chunk_size`); `env` its variable."""
+
+    env: str
+    type: str  # int, float, bool, str, list, json, url, secret, choice
+    default: Any
+    description: str
+    section: str
+    kind: Kind = Kind.STARTUP
+    key: str = ""
+    scope: Scope = Scope.GLOBAL
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    example: str = ""
+    default_text: str = ""  # how the docs show a default computed at start-up
+
+    @property
+    def bounds(self) -> str:
+        if self.choices:
+            return " · ".join(self.choices)
+        if self.min is not None and self.max is not None:
+            return f"{_num(self.min)}–{_num(self.max)}"
+        if self.min is not None:
+            return f"≥ {_num(self.min)}"
+        if self.max is not None:
+            return f"≤ {_num(self.max)}"
+        return ""
+
+
+@dataclass(frozen=True)
+class Alias:
+    """An old variable name: `replaced_by` a new one (read with a warning) or removed."""
+
+    old: str
+    since: str
+    message: str
+    replaced_by: str = ""
+
+
+class ConfigInvalid(ValueError):
+    """A value refused by `validate`: `key` names the setting, `rule` the rule it broke."""
+
+    def __init__(self, key: str, rule: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.rule = rule
+        self.message = message
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+S = Setting
+R = Kind.RUNTIME
+_SERVICES = "Services and secrets (CONTRACT §1)"
+_KAFKA = "Kafka"
+_LAG = "Consumer groups and lag"
+_LIMITS = "Limits and tuning"
+_RESILIENCE = "Retries, leases and breakers"
+_WEB = "Web and the demo"
+_CLIENTS = "Downstream services"
+
+SETTINGS: tuple[Setting, ...] = (
+    # --- services and secrets ---
+    S(
+        "DATABASE_URL",
+        "url",
+        None,
+        "PostgreSQL URL (the only engine).",
+        _SERVICES,
+        default_text="embedded PostgreSQL under `.bos/` ([services.md](services.md))",
+        example="postgres://bos:secret@db.internal:5432/bos",
+    ),
+    S(
+        "REDIS_URL",
+        "url",
+        None,
+        "Redis: Celery results (chord counters), locks, caches, breakers, "
+        "and the runtime configuration's version.",
+        _SERVICES,
+        default_text="embedded Redis",
+        example="redis://redis.internal:6379/0",
+    ),
+    S(
+        "CELERY_BROKER_URL",
+        "url",
+        None,
+        "Celery broker: `redis://…` or `amqp://…` (RabbitMQ).",
+        _SERVICES,
+        default_text="`REDIS_URL`",
+        example="amqp://bos:secret@rabbit.internal:5672//",
+    ),
+    S(
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "list",
+        None,
+        "Comma-separated `host:port` list of Kafka brokers.",
+        _SERVICES,
+        default_text="embedded Kafka-protocol broker (tansu)",
+        example="kafka-1:9092,kafka-2:9092",
+    ),
+    S(
+        "BOS_SECRET_KEY",
+        "secret",
+        None,
+        "Django secret.",
+        _SERVICES,
+        default_text="generated once into `.bos/secret_key`, with a warning; refused when `BOS_ENV=production`",
+    ),
+    S(
+        "BOS_ENCRYPTION_KEYS",
+        "secret",
+        None,
+        "Comma-separated Fernet keys, newest first (rotation: `manage.py bos_rotate_keys`).",
+        _SERVICES,
+        default_text="generated into `.bos/encryption_keys`; refused in production",
+    ),
+    S(
+        "BOS_ENV",
+        "choice",
+        "development",
+        "The kind of deployment.",
+        _SERVICES,
+        choices=("development", "test", "production"),
+    ),
+    S(
+        "BOS_HOME",
+        "str",
+        ".bos",
+        "Folder for `services.env`, embedded services and generated keys.",
+        _SERVICES,
+    ),
+    S(
+        "BOS_CONFIG_RELOAD_SECONDS",
+        "float",
+        5.0,
+        "The longest a running process takes to see a runtime "
+        "configuration change (it compares its version with the one in Redis at most this often).",
+        _SERVICES,
+        min=0.1,
+        max=300,
+    ),
+    # --- kafka ---
+    S("BOS_TOPIC_REQUESTS", "str", "bos.batch.requested", "Inbound commands.", _KAFKA),
+    S(
+        "BOS_TOPIC_EVENTS",
+        "str",
+        "bos.batch.events",
+        "Outbound events of tenants (key: the batch id).",
+        _KAFKA,
+    ),
+    S(
+        "BOS_TOPIC_SYSTEM_EVENTS",
+        "str",
+        "bos.system.events",
+        "Outbound events of no tenant, about the service "
+        'itself (`consumer.lag_alert`, a `bos.alert` of no tenant), with `"tenant": null`.',
+        _KAFKA,
+    ),
+    S(
+        "BOS_TOPIC_DLQ",
+        "str",
+        "bos.batch.requested.dlq",
+        "Dead letters, with `bos-error-class`, `bos-error`, "
+        "`bos-source-topic`, `bos-source-partition`, `bos-source-offset` headers.",
+        _KAFKA,
+    ),
+    S("BOS_CONSUMER_GROUP", "str", "bos-orchestrator", "Kafka consumer group.", _KAFKA),
+    S(
+        "BOS_KAFKA_FETCH_MAX_WAIT_MS",
+        "int",
+        20,
+        "How long the broker may hold an empty fetch.",
+        _KAFKA,
+        min=1,
+    ),
+    S(
+        "BOS_EVENT_ROUTES",
+        "json",
+        [],
+        'JSON list of rules `{"event_types": [globs], "tenants": [slugs], '
+        '"topic": "…"}` sending events to other topics; the first matching rule wins, no match: '
+        "`BOS_TOPIC_EVENTS`. A bad rule stops start-up (system check `bos.E020`, naming the rule's index and "
+        "field). See [events.md](events.md#routing-events-to-topics).",
+        _KAFKA,
+        example='[{"event_types": ["batch.failed"], "topic": "bos.failures"}]',
+    ),
+    S(
+        "BOS_KAFKA_CREATE_TOPICS",
+        "bool",
+        True,
+        "A missing topic is created at start-up; `false`: start-up stops "
+        "naming it (for clusters where topics are provisioned). The consumer never relies on the broker's "
+        "auto-creation. See [kafka.md](kafka.md).",
+        _KAFKA,
+    ),
+    S(
+        "BOS_KAFKA_REQUEST_PARTITIONS",
+        "int",
+        6,
+        "Partitions of the requests topic (created with, and the least "
+        "it must have): the most consumers that can share the work.",
+        _KAFKA,
+        min=1,
+    ),
+    S("BOS_KAFKA_EVENT_PARTITIONS", "int", 3, "Partitions of each events topic.", _KAFKA, min=1),
+    S("BOS_KAFKA_DLQ_PARTITIONS", "int", 1, "Partitions of the DLQ.", _KAFKA, min=1),
+    S(
+        "BOS_KAFKA_REPLICATION_FACTOR",
+        "int",
+        1,
+        "Replication of the topics BOS creates (3 on a production cluster).",
+        _KAFKA,
+        min=1,
+    ),
+    S(
+        "BOS_KAFKA_DLQ_MAX_BYTES",
+        "int",
+        1048576,
+        "The largest record the consumer writes to the DLQ (its "
+        "producer's `max_request_size`; keep it within the DLQ topic's `max.message.bytes`): a larger dead letter "
+        "goes there truncated, with `bos-truncated` and `bos-original-size` headers "
+        "([kafka.md](kafka.md#a-consumer-that-data-cannot-kill)).",
+        _KAFKA,
+        min=1,
+    ),
+    S(
+        "BOS_KAFKA_BACKOFF_CAP_SECONDS",
+        "float",
+        30.0,
+        "Longest pause between attempts to reach the broker "
+        "(start-up, publisher), and between two tries of a record whose failure was transient (the consumer).",
+        _KAFKA,
+    ),
+    S(
+        "BOS_KAFKA_ASSIGNMENT",
+        "choice",
+        "sticky",
+        "Partition assignment (all consumers of a group must agree; see [kafka.md](kafka.md#rebalancing)).",
+        _KAFKA,
+        choices=("cooperative-sticky", "sticky", "roundrobin", "range"),
+    ),
+    S(
+        "BOS_CONSUMER_HEALTH_FILE",
+        "str",
+        ".bos/consumer-health.json",
+        "The consumer's health snapshot (start-up steps, ready, assigned partitions).",
+        _KAFKA,
+    ),
+    S(
+        "BOS_CONSUMER_HEALTH_PORT",
+        "int",
+        0,
+        "Serve the consumer's `/readyz` and `/healthz` on 127.0.0.1:PORT "
+        "(also `consume_batches --health-port`); `0`: off.",
+        _KAFKA,
+        min=0,
+        max=65535,
+    ),
+    S(
+        "BOS_READYZ_REQUIRE_CONSUMER",
+        "bool",
+        False,
+        "The web `/readyz` answers 503 until at least one consumer of the group reports ready.",
+        _KAFKA,
+    ),
+    S("BOS_KAFKA_LINGER_MS", "int", 5, "How long the outbox producer waits to fill a record batch.", _KAFKA),
+    S(
+        "BOS_KAFKA_BATCH_BYTES",
+        "int",
+        262144,
+        "The outbox producer's record batch size, per partition.",
+        _KAFKA,
+        min=1,
+    ),
+    S(
+        "BOS_KAFKA_COMPRESSION",
+        "choice",
+        "lz4",
+        "Compression of the events.",
+        _KAFKA,
+        choices=("none", "gzip", "lz4", "zstd"),
+    ),
+    S("BOS_OUTBOX_BATCH_SIZE", "int", 500, "Events the publisher reads and sends per round.", _KAFKA, min=1),
+    S("BOS_OUTBOX_IDLE_SECONDS", "float", 1.0, "Publisher poll interval when no NOTIFY arrives.", _KAFKA),
+    S(
+        "BOS_MAX_MESSAGE_BYTES",
+        "int",
+        1048576,
+        "Largest inbound Kafka record accepted (1 MiB, Kafka's own "
+        "default); a larger one goes to the DLQ as `too_large` (truncated there to `BOS_KAFKA_DLQ_MAX_BYTES`).",
+        _KAFKA,
+        min=1,
+    ),
+    # --- consumer groups and lag ---
+    S(
+        "BOS_LAG_ALERT_THRESHOLD",
+        "int",
+        1000,
+        "Total lag (messages) of `BOS_CONSUMER_GROUP` on "
+        "`BOS_TOPIC_REQUESTS` above which a lag episode starts "
+        "([consumer-groups.md](consumer-groups.md)).",
+        _LAG,
+        kind=R,
+        key="lag_alert_threshold",
+        min=1,
+        max=1_000_000_000,
+    ),
+    S(
+        "BOS_LAG_ALERT_SECONDS",
+        "float",
+        300.0,
+        "How long an episode lasts before it raises its alert (`Alert` "
+        "kind `consumer_lag` and a `consumer.lag_alert` event), once.",
+        _LAG,
+        kind=R,
+        key="lag_alert_seconds",
+        min=0,
+        max=7 * 86400,
+    ),
+    S(
+        "BOS_LAG_CHECK_INTERVAL_SECONDS",
+        "float",
+        30.0,
+        "How often Celery beat measures the lag (task `consumer_lag_check_task`).",
+        _LAG,
+        min=0.1,
+    ),
+    S(
+        "BOS_LAG_METRICS_TIMEOUT_SECONDS",
+        "float",
+        5.0,
+        "Longest time a `/metrics` scrape waits for the broker; past it, `bos_kafka_lag_up 0`.",
+        _LAG,
+    ),
+    S(
+        "BOS_KAFKA_END_OFFSETS",
+        "choice",
+        "highwater",
+        "How a partition's log end is read: `highwater` "
+        "(ListOffsets, then the high watermark of one fetch: right on every broker, including the embedded one) "
+        "or `list_offsets` (ListOffsets alone: right on Apache Kafka, one request fewer).",
+        _LAG,
+        choices=("highwater", "list_offsets"),
+    ),
+    # --- limits and tuning ---
+    S(
+        "BOS_MAX_ITEMS",
+        "int",
+        10_000,
+        "More items in one request: refused (DLQ / HTTP 400 `too_many_items`).",
+        _LIMITS,
+        kind=R,
+        key="max_items",
+        min=1,
+        max=10_000_000,
+    ),
+    S("BOS_MAX_ITEM_BYTES", "int", 262144, "Largest item payload accepted.", _LIMITS, min=1),
+    S(
+        "BOS_CHUNK_SIZE",
+        "int",
+        100,
+        "Items per chunk task of a per-item phase (a phase may set `chunk_size`). "
+        "Decided when a batch is created: a running batch keeps its size.",
+        _LIMITS,
+        kind=R,
+        key="chunk_size",
+        min=1,
+        max=10_000,
+        example="250",
+    ),
+    S(
+        "BOS_INLINE_MAX_ITEMS",
+        "int",
+        10,
+        "Batches this small run their phases inline in the orchestration "
+        "task instead of fanning out; `0` turns it off.",
+        _LIMITS,
+        kind=R,
+        key="inline_max_items",
+        min=0,
+        max=10_000,
+    ),
+    S(
+        "BOS_TASK_SOFT_TIME_LIMIT",
+        "int",
+        300,
+        "Celery soft task limit, seconds: at it a chunk records what it "
+        "finished and sends the rest as a chunk of its own.",
+        _LIMITS,
+        min=1,
+    ),
+    S("BOS_TASK_TIME_LIMIT", "int", 360, "Celery hard task limit, seconds.", _LIMITS, min=1),
+    S(
+        "BOS_RECONCILE_INTERVAL_SECONDS",
+        "float",
+        10.0,
+        "How often beat runs the reconciler (read by beat's schedule at start-up).",
+        _LIMITS,
+        min=0.1,
+    ),
+    S(
+        "BOS_DEFERRED_INTERVAL_SECONDS",
+        "float",
+        5.0,
+        "How often beat sends stored retries that came due.",
+        _LIMITS,
+        min=0.1,
+    ),
+    S(
+        "BOS_SNAPSHOT_INTERVAL_SECONDS",
+        "float",
+        60.0,
+        "How often beat snapshots running batches.",
+        _LIMITS,
+        min=0.1,
+    ),
+    S(
+        "BOS_ERROR_ANALYSIS_INTERVAL_SECONDS",
+        "float",
+        60.0,
+        "How often beat analyses recent errors.",
+        _LIMITS,
+        min=0.1,
+    ),
+    S("BOS_DB_CONN_MAX_AGE", "int", 60, "Seconds a database connection is kept.", _LIMITS, min=0),
+    S("BOS_DB_REUSE_MAX", "int", 1000, "Tasks a worker runs on one database connection.", _LIMITS, min=0),
+    S(
+        "BOS_QUEUE_PREFIX",
+        "str",
+        "",
+        "Prefix of the Celery queue names (tests use it to stay apart).",
+        _LIMITS,
+    ),
+    S(
+        "BOS_ROUTES",
+        "json",
+        [],
+        "Routing rules sending tasks to extra Celery queues (orchestrator/routing.py).",
+        _LIMITS,
+        example='[{"queue": "bos.priority", "min_priority": 8}]',
+    ),
+    S(
+        "BOS_HANDLER_MODULES",
+        "list",
+        ["tasks.handlers.essays"],
+        "Modules whose import registers phase handlers.",
+        _LIMITS,
+    ),
+    # --- retries, leases and breakers ---
+    S(
+        "BOS_LEASE_SECONDS",
+        "float",
+        30.0,
+        "How long running work may go without a heartbeat (renewed every "
+        "third of it) before it is sent again elsewhere: what a dead worker costs "
+        "([resilience.md](resilience.md#leases-and-heartbeats)).",
+        _RESILIENCE,
+        kind=R,
+        key="lease_seconds",
+        min=3,
+        max=3600,
+    ),
+    S(
+        "BOS_MAX_WAIT_SECONDS",
+        "float",
+        86400.0,
+        "The longest work waits for a dependency whose breaker is open "
+        "(a batch's `deadline` comes first); then its items fail with class `dependency_unavailable`.",
+        _RESILIENCE,
+        kind=R,
+        key="max_wait_seconds",
+        min=1,
+        max=30 * 86400,
+    ),
+    S(
+        "BOS_RETRY_MAX_ATTEMPTS",
+        "int",
+        3,
+        "Attempts of an item that fails transiently (a phase's `retry` may override it).",
+        _RESILIENCE,
+        kind=R,
+        key="retry_max_attempts",
+        min=1,
+        max=100,
+    ),
+    S(
+        "BOS_RETRY_BASE_SECONDS",
+        "float",
+        1.0,
+        "First retry delay, doubling each attempt.",
+        _RESILIENCE,
+        kind=R,
+        key="retry_base_seconds",
+        min=0,
+        max=3600,
+    ),
+    S(
+        "BOS_RETRY_CAP_SECONDS",
+        "float",
+        60.0,
+        "Longest retry delay; at least the base.",
+        _RESILIENCE,
+        kind=R,
+        key="retry_cap_seconds",
+        min=0,
+        max=86400,
+    ),
+    S(
+        "BOS_RETRY_JITTER",
+        "float",
+        0.5,
+        "Random share of each retry delay.",
+        _RESILIENCE,
+        kind=R,
+        key="retry_jitter",
+        min=0,
+        max=1,
+    ),
+    S(
+        "BOS_MAX_COUNTDOWN_SECONDS",
+        "float",
+        600.0,
+        "A retry that must wait longer than this is stored and sent by beat instead of a broker countdown.",
+        _RESILIENCE,
+        kind=R,
+        key="max_countdown_seconds",
+        min=1,
+        max=3600,
+    ),
+    S(
+        "BOS_ERROR_RULES",
+        "json",
+        {},
+        'Extra error classification rules: `{"exception type name": "transient" | …}`.',
+        _RESILIENCE,
+        example='{"TimeoutError": "transient"}',
+    ),
+    S(
+        "BOS_BREAKER_FAIL_MAX",
+        "int",
+        5,
+        "Failures in a row that open a dependency's circuit breaker.",
+        _RESILIENCE,
+        kind=R,
+        key="breaker_fail_max",
+        min=1,
+        max=1000,
+    ),
+    S(
+        "BOS_BREAKER_RESET_SECONDS",
+        "float",
+        30.0,
+        "How long an open breaker waits before a probe.",
+        _RESILIENCE,
+        kind=R,
+        key="breaker_reset_seconds",
+        min=0.1,
+        max=3600,
+    ),
+    S(
+        "BOS_COMPENSATION_MAX_ATTEMPTS",
+        "int",
+        3,
+        "Attempts per compensation during a rollback.",
+        _RESILIENCE,
+        kind=R,
+        key="compensation_max_attempts",
+        min=1,
+        max=100,
+    ),
+    S(
+        "BOS_COMPENSATION_BACKOFF_SECONDS",
+        "float",
+        2.0,
+        "First retry delay of a compensation, doubling each time.",
+        _RESILIENCE,
+        kind=R,
+        key="compensation_backoff_seconds",
+        min=0,
+        max=3600,
+    ),
+    # --- web and the demo ---
+    S("BOS_HTTP_PORT", "int", 8000, "Port of the web service on 127.0.0.1.", _WEB, min=1, max=65535),
+    S("BOS_FLOWER_PORT", "int", 5555, "Port of Flower on 127.0.0.1.", _WEB, min=1, max=65535),
+    S(
+        "BOS_ALLOWED_HOSTS",
+        "list",
+        ["127.0.0.1", "localhost", "testserver"],
+        "Django's `ALLOWED_HOSTS`.",
+        _WEB,
+    ),
+    S("BOS_DEBUG", "bool", None, "Django's `DEBUG`.", _WEB, default_text="on in development"),
+    S("BOS_LOG_LEVEL", "str", "INFO", "Root log level.", _WEB),
+    S(
+        "BOS_DEMO_USER",
+        "str",
+        "admin",
+        "The admin user `make run` creates (password in `.bos/admin_password`).",
+        _WEB,
+    ),
+    S("BOS_DEMO_TENANT", "str", "demo", "The tenant of the demo user.", _WEB),
+    # --- downstream services ---
+    S(
+        "BOS_SERVICES",
+        "json",
+        None,
+        "JSON object, one entry per service: `url` (required), `timeout`, "
+        "`connect_timeout`, `retries`, `backoff`, `backoff_cap`, `jitter`, `retry_after_cap`, `cache_ttl`, "
+        "`headers`. Validated at start-up (the message names the service and field); a value replaces the "
+        "default whole. See [service-clients.md](service-clients.md).",
+        _CLIENTS,
+        default_text='outside production: `{"scoring": {"url": "http://127.0.0.1:$BOS_SCORING_PORT", '
+        '"timeout": 2, "retries": 2, "cache_ttl": 60}}`; in production: `{}`',
+        example='{"scoring": {"url": "http://scoring.internal:8010", "timeout": 2}}',
+    ),
+    S(
+        "BOS_SCORING_PORT",
+        "int",
+        8010,
+        "Port of the demo scoring service (the Procfile's `scoring`, on 127.0.0.1).",
+        _CLIENTS,
+        min=1,
+        max=65535,
+    ),
+    S(
+        "BOS_SERVICE_HEALTH_WINDOW_SECONDS",
+        "int",
+        300,
+        "The rolling window of `bos_service_success_ratio` and the `/readyz` `services` detail.",
+        _CLIENTS,
+        min=1,
+    ),
+    S(
+        "BOS_SERVICE_DEGRADED_BELOW",
+        "float",
+        0.9,
+        "A success ratio under this shows a service `degraded` in `/readyz` (it never makes `/readyz` fail).",
+        _CLIENTS,
+        kind=R,
+        key="service_degraded_below",
+        min=0,
+        max=1,
+    ),
+)
+
+ALIASES: tuple[Alias, ...] = (
+    Alias(
+        "BOS_STALE_AFTER_SECONDS",
+        since="leases (4f2f646)",
+        message="BOS_STALE_AFTER_SECONDS was removed: the reconciler re-runs work whose lease expired; "
+        "set BOS_LEASE_SECONDS instead (docs/configuration-migrations.md)",
+    ),
+)
+
+BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
+RUNTIME: dict[str, Setting] = {s.key: s for s in SETTINGS if s.kind == Kind.RUNTIME}
+
+
+def from_text(text: str) -> Any:
+    """A value typed by a person: JSON (`250`, `0.5`, `true`), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse(setting: Setting, raw: Any) -> Any:
+    """`raw` (JSON value or string) as the setting's type, within its bounds; else ConfigInvalid."""
+    key = setting.key or setting.env
+    value: Any
+    if setting.type == "int":
+        if (
+            isinstance(raw, bool)
+            or not isinstance(raw, int | str)
+            or (isinstance(raw, str) and not raw.strip())
+        ):
+            raise ConfigInvalid(key, "type", f"must be an integer; got {raw!r}")
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigInvalid(key, "type", f"must be an integer; got {raw!r}") from None
+    elif setting.type == "float":
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            raise ConfigInvalid(key, "type", f"must be a number; got {raw!r}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigInvalid(key, "type", f"must be a number; got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigInvalid(key, "type", f"must be a finite number; got {raw!r}")
+    elif setting.type == "bool":
+        if isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, str) and raw.lower() in {"true", "1", "yes", "on", "false", "0", "no", "off"}:
+            value = raw.lower() in {"true", "1", "yes", "on"}
+        else:
+            raise ConfigInvalid(key, "type", f"must be true or false; got {raw!r}")
+    elif setting.type == "json":
+        try:
+            value = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            raise ConfigInvalid(key, "type", "must be valid JSON") from None
+    else:
+        value = raw if isinstance(raw, str) else str(raw)
+    if setting.choices and value not in setting.choices:
+        raise ConfigInvalid(key, "choices", f"must be one of {', '.join(setting.choices)}; got {value!r}")
+    if setting.min is not None and value < setting.min:
+        raise ConfigInvalid(key, "min", f"must be at least {_num(setting.min)}; got {_num(value)}")
+    if setting.max is not None and value > setting.max:
+        raise ConfigInvalid(key, "max", f"must be at most {_num(setting.max)}; got {_num(value)}")
+    return value
+
+
+def check_combinations(values: Mapping[str, Any]) -> None:
+    """Refuse runtime values that each pass their bounds but make no sense together."""
+    if values["retry_base_seconds"] > values["retry_cap_seconds"]:
+        raise ConfigInvalid(
+            "retry_base_seconds",
+            "retry_base_seconds <= retry_cap_seconds",
+            f"the first retry delay ({_num(values['retry_base_seconds'])} s) must not exceed the cap "
+            f"({_num(values['retry_cap_seconds'])} s)",
+        )
+    if values["inline_max_items"] > values["max_items"]:
+        raise ConfigInvalid(
+            "inline_max_items",
+            "inline_max_items <= max_items",
+            f"the inline threshold ({values['inline_max_items']}) must not exceed the most items a batch may "
+            f"have ({values['max_items']})",
+        )
+
+
+def validate(changes: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """The full runtime values after `changes`, parsed and checked; ConfigInvalid otherwise.
+
+    `current` holds every runtime key's effective value. One function for the API, the
+    admin and `manage.py bos_config`.
+    """
+    merged = dict(current)
+    for key, raw in changes.items():
+        setting = RUNTIME.get(key)
+        if setting is None:
+            raise ConfigInvalid(
+                key, "known_key", f"is not a runtime setting; known: {', '.join(sorted(RUNTIME))}"
+            )
+        merged[key] = parse(setting, raw)
+    check_combinations(merged)
+    return merged
+
+
+def apply_aliases(environ: dict[str, str] | Any, aliases: tuple[Alias, ...] = ALIASES) -> list[str]:
+    """Read old variable names: a renamed one fills its new name (unless set), a removed
+    one is ignored; each with a DeprecationWarning. Returns the warnings' messages."""
+    import warnings
+
+    said = []
+    for alias in aliases:
+        if alias.old not in environ:
+            continue
+        if alias.replaced_by and alias.replaced_by not in environ:
+            environ[alias.replaced_by] = environ[alias.old]
+        warnings.warn(alias.message, DeprecationWarning, stacklevel=2)
+        said.append(alias.message)
+    return said
+
+
+def check_runtime_defaults(values: Mapping[str, Any]) -> None:
+    """Start-up: the runtime settings' variables obey their rules, or ImproperlyConfigured
+    names the variable."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        for key, value in values.items():
+            parse(RUNTIME[key], value)
+        check_combinations(values)
+    except ConfigInvalid as exc:
+        raise ImproperlyConfigured(f"{RUNTIME[exc.key].env}: {exc.message} (rule: {exc.rule})") from exc

@@ -1,0 +1,116 @@
+"""Each process's copy of the runtime configuration, and how it stays current.
+
+`runtime(key)` is a dict lookup. At most every `BOS_CONFIG_RELOAD_SECONDS` a call also
+reads the current `{"version", "values"}` from Redis (one GET) and adopts it when the
+version differs. When Redis holds none (a new or flushed Redis), the database — the
+source of truth — is read and published. When Redis cannot be reached the process keeps
+its last good values and `status()` says so (`/readyz`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError
+
+from orchestrator.config.registry import RUNTIME
+
+log = logging.getLogger(__name__)
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.version = -1  # never loaded
+        self.values: dict[str, Any] = {}
+        self.next_check = 0.0
+        self.error = ""
+        self.error_since: float | None = None
+        self.lock = threading.Lock()
+
+
+_cache = _Cache()
+
+
+def runtime(key: str) -> Any:
+    """The current value of the runtime setting `key` (registry.RUNTIME)."""
+    if time.monotonic() >= _cache.next_check:
+        refresh()
+    try:
+        return _cache.values[key]
+    except KeyError:
+        return getattr(settings, RUNTIME[key].env)
+
+
+def adopt(version: int, values: dict[str, Any]) -> None:
+    """Use `values` (the overrides of `version`) from now on."""
+    if version != _cache.version:
+        log.info("runtime configuration version %s adopted (was %s)", version, _cache.version)
+    _cache.values = {key: value for key, value in values.items() if key in RUNTIME}
+    _cache.version = version
+
+
+def note_redis_error(error: str) -> None:
+    if not _cache.error:
+        log.warning("runtime configuration: Redis unreachable, keeping version %s: %s", _cache.version, error)
+        _cache.error_since = time.monotonic()
+    _cache.error = error
+
+
+def refresh(*, force: bool = False) -> None:
+    """Look for a new version now (at most one thread at a time; others keep going)."""
+    if not _cache.lock.acquire(blocking=force):
+        return
+    try:
+        _cache.next_check = time.monotonic() + settings.BOS_CONFIG_RELOAD_SECONDS
+        from orchestrator.config import store
+
+        try:
+            raw = store.client().get(store.REDIS_KEY)
+        except redis.RedisError as exc:
+            note_redis_error(str(exc))
+            return
+        _cache.error, _cache.error_since = "", None
+        if raw is not None:
+            doc = json.loads(raw)
+            if doc["version"] != _cache.version:
+                adopt(int(doc["version"]), doc["values"])
+            return
+        try:
+            version, values = store.stored()
+        except DatabaseError as exc:
+            log.warning(
+                "runtime configuration: database unreachable, keeping version %s: %s", _cache.version, exc
+            )
+            return
+        adopt(version, values)
+        try:
+            store.publish(version, values)
+        except redis.RedisError as exc:
+            note_redis_error(str(exc))
+    finally:
+        _cache.lock.release()
+
+
+def status() -> dict[str, Any]:
+    """This process's view, for /readyz: its version and whether it is current (stale:
+    Redis could not be reached at the last check, so it keeps its last good values)."""
+    if time.monotonic() >= _cache.next_check:
+        refresh()
+    body: dict[str, Any] = {"version": _cache.version, "stale": bool(_cache.error)}
+    if _cache.error:
+        since = _cache.error_since or time.monotonic()
+        body["error"] = _cache.error
+        body["stale_for_seconds"] = round(time.monotonic() - since, 1)
+    return body
+
+
+def reset() -> None:
+    """Forget every value (tests: a new database)."""
+    _cache.version, _cache.values, _cache.next_check = -1, {}, 0.0
+    _cache.error, _cache.error_since = "", None

@@ -1,0 +1,185 @@
+"""Runtime configuration: the database holds every version, Redis the current one.
+
+`config_set` and `config_rollback` write a new `ConfigVersion` under one lock, then (on
+commit) publish `{"version", "values"}` to Redis, where every process's cache looks for it
+(`orchestrator.config.reload`). A stale publish never overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+
+from orchestrator.config.registry import RUNTIME, ConfigInvalid, validate
+from orchestrator.errors import InvalidRequest, NotFound
+from orchestrator.models import ConfigVersion
+
+REDIS_KEY = "bos:config:current"
+# Any 64-bit number of our own: the transaction lock that orders versions.
+_LOCK_ID = 0x0B05C0F1
+
+# Set only when the stored version is older: two publishers racing never go backwards.
+_PUBLISH = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, doc = pcall(cjson.decode, cur)
+  if ok and tonumber(doc['version']) >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+class InvalidConfig(InvalidRequest):
+    """A refused value: HTTP 400 `invalid_config` naming the key and the rule."""
+
+    def __init__(self, error: ConfigInvalid) -> None:
+        super().__init__("invalid_config", str(error), key=error.key, rule=error.rule)
+
+
+_clients: dict[tuple[int, str], redis.Redis] = {}
+
+
+def client() -> redis.Redis:
+    """This process's Redis client (a forked worker child makes its own)."""
+    key = (os.getpid(), settings.REDIS_URL)
+    if key not in _clients:
+        _clients[key] = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    return _clients[key]
+
+
+def defaults() -> dict[str, Any]:
+    """Each runtime key's value from the environment (its setting)."""
+    return {key: getattr(settings, s.env) for key, s in RUNTIME.items()}
+
+
+def current_values() -> dict[str, Any]:
+    """Every runtime key's effective value, from the database."""
+    return {**defaults(), **stored()[1]}
+
+
+def latest() -> ConfigVersion | None:
+    return ConfigVersion.objects.order_by("-version").first()
+
+
+def stored() -> tuple[int, dict[str, Any]]:
+    """The current version and its overridden values, from the database."""
+    row = latest()
+    return (row.version, dict(row.values)) if row else (0, {})
+
+
+def publish(version: int, values: Mapping[str, Any]) -> bool:
+    """Make `version` the one processes see, unless Redis already holds a newer one."""
+    doc = json.dumps({"version": version, "values": dict(values)}, sort_keys=True)
+    return bool(client().eval(_PUBLISH, 1, REDIS_KEY, version, doc))
+
+
+def _write(
+    *, values: dict[str, Any], actor: str, reason: str, rollback_of: int | None = None
+) -> ConfigVersion:
+    """A new version whose overrides are `values` (already validated). Caller holds the lock."""
+    number, old = stored()
+    base = defaults()
+    changes = {
+        key: {"old": old.get(key, base[key]), "new": values.get(key, base[key])}
+        for key in sorted(set(old) | set(values))
+        if old.get(key, base[key]) != values.get(key, base[key])
+    }
+    row = ConfigVersion.objects.create(
+        version=number + 1,
+        actor=actor,
+        reason=reason,
+        changes=changes,
+        values=values,
+        rollback_of=rollback_of,
+    )
+    transaction.on_commit(lambda: _publish_and_adopt(row.version, values))
+    return row
+
+
+def _publish_and_adopt(version: int, values: dict[str, Any]) -> None:
+    from orchestrator.config import reload
+
+    reload.adopt(version, values)
+    try:
+        publish(version, values)
+    except redis.RedisError:
+        # Other processes still see it: their cache reads the database when Redis is back
+        # without this version (reload.refresh), and the next change publishes again.
+        reload.note_redis_error("publish failed")
+
+
+def _lock() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
+
+
+def config_set(*, changes: Mapping[str, Any], actor: str, reason: str) -> ConfigVersion:
+    """Set runtime keys (raw values are parsed); InvalidConfig names the key and rule."""
+    if not reason.strip():
+        raise InvalidRequest("invalid_request", "a reason is required")
+    with transaction.atomic():
+        _lock()
+        _, old = stored()
+        try:
+            merged = validate(changes, {**defaults(), **old})
+        except ConfigInvalid as exc:
+            raise InvalidConfig(exc) from exc
+        values = {**old, **{key: merged[key] for key in changes}}
+        return _write(values=values, actor=actor, reason=reason)
+
+
+def config_rollback(*, version: int, actor: str, reason: str) -> ConfigVersion:
+    """Every key back to its value at `version`, as a new version."""
+    if not reason.strip():
+        raise InvalidRequest("invalid_request", "a reason is required")
+    with transaction.atomic():
+        _lock()
+        if version == 0:
+            target: dict[str, Any] = {}
+        else:
+            row = ConfigVersion.objects.filter(version=version).first()
+            if row is None:
+                raise NotFound("not_found", f"no configuration version {version}")
+            target = dict(row.values)
+        try:
+            validate(target, defaults())
+        except ConfigInvalid as exc:
+            raise InvalidConfig(exc) from exc
+        return _write(values=target, actor=actor, reason=reason, rollback_of=version)
+
+
+def config_items() -> list[dict[str, Any]]:
+    """Every runtime setting: its value now (from the database), default and metadata."""
+    row = latest()
+    values = dict(row.values) if row else {}
+    changed: dict[str, ConfigVersion] = {}
+    for version in ConfigVersion.objects.order_by("version"):
+        for key in version.changes:
+            changed[key] = version
+    base = defaults()
+    items = []
+    for key, setting in sorted(RUNTIME.items()):
+        last = changed.get(key)
+        items.append(
+            {
+                "key": key,
+                "value": values.get(key, base[key]),
+                "default": base[key],
+                "type": setting.type,
+                "description": setting.description,
+                "scope": setting.scope.value,
+                "bounds": setting.bounds,
+                "env": setting.env,
+                "version": last.version if last else 0,
+                "changed_by": last.actor if last else None,
+                "changed_at": last.at if last else None,
+            }
+        )
+    return items

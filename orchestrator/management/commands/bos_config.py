@@ -1,0 +1,89 @@
+"""`manage.py bos_config get|set|history|rollback`: the runtime configuration.
+
+    bos_config get [KEY]                        every runtime setting (or one): value, default
+    bos_config set KEY VALUE --reason "…"       a new version (validated like the API)
+    bos_config history [--limit N]              versions, newest first: who, when, why, diff
+    bos_config rollback VERSION --reason "…"    every key back to its value at VERSION
+
+Values are JSON (`250`, `0.5`, `true`); a bare word is a string. The actor is
+`system:<os user>` unless `--actor` says otherwise.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from orchestrator.config import store
+from orchestrator.config.registry import from_text
+from orchestrator.errors import OrchestrationError
+from orchestrator.models import ConfigVersion
+
+
+class Command(BaseCommand):
+    help = "Read, change, list and roll back the runtime configuration."
+
+    def add_arguments(self, parser: Any) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        get = sub.add_parser("get")
+        get.add_argument("key", nargs="?")
+        put = sub.add_parser("set")
+        put.add_argument("key")
+        put.add_argument("value")
+        put.add_argument("--reason", required=True)
+        put.add_argument("--actor", default="")
+        history = sub.add_parser("history")
+        history.add_argument("--limit", type=int, default=20)
+        back = sub.add_parser("rollback")
+        back.add_argument("version", type=int)
+        back.add_argument("--reason", required=True)
+        back.add_argument("--actor", default="")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        actor = options.get("actor") or f"system:{getpass.getuser()}"
+        try:
+            if options["action"] == "get":
+                self._get(options["key"])
+            elif options["action"] == "set":
+                row = store.config_set(
+                    changes={options["key"]: from_text(options["value"])},
+                    actor=actor,
+                    reason=options["reason"],
+                )
+                self._version(row)
+            elif options["action"] == "history":
+                for row in ConfigVersion.objects.order_by("-version")[: options["limit"]]:
+                    self._version(row)
+            else:
+                self._version(
+                    store.config_rollback(version=options["version"], actor=actor, reason=options["reason"])
+                )
+        except OrchestrationError as exc:
+            detail = (
+                f" (key: {exc.details['key']}, rule: {exc.details['rule']})" if "rule" in exc.details else ""
+            )
+            raise CommandError(f"{exc.code}: {exc.message}{detail}") from exc
+
+    def _get(self, key: str | None) -> None:
+        items = store.config_items()
+        if key is not None:
+            items = [item for item in items if item["key"] == key]
+            if not items:
+                raise CommandError(f"{key} is not a runtime setting")
+        for item in items:
+            changed = f" (v{item['version']}, {item['changed_by']})" if item["changed_by"] else ""
+            self.stdout.write(
+                f"{item['key']} = {json.dumps(item['value'])}  default {json.dumps(item['default'])}{changed}"
+            )
+
+    def _version(self, row: ConfigVersion) -> None:
+        diff = ", ".join(
+            f"{k}: {json.dumps(c['old'])} → {json.dumps(c['new'])}" for k, c in row.changes.items()
+        )
+        back = f" [rollback to v{row.rollback_of}]" if row.rollback_of is not None else ""
+        self.stdout.write(
+            f"v{row.version} {row.at:%Y-%m-%d %H:%M:%S}Z {row.actor}{back}: {row.reason} — {diff or 'no change'}"
+        )
