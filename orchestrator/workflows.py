@@ -92,6 +92,25 @@ class PhaseDispatch:
         )
 
 
+class Sender:
+    """Hands work to Celery: every task BOS sends leaves through `SENDER.send`.
+
+    The one seam between the engine and the broker. Tests put a holding sender in its
+    place (tests/support/sending.py) to keep batches where they are, or to lose what was
+    sent, instead of patching private functions.
+    """
+
+    def send(self, work: Signature) -> None:
+        work.apply_async()
+
+
+SENDER = Sender()
+
+
+def send(work: Signature) -> None:
+    SENDER.send(work)
+
+
 def runs_here(batch: Batch, mode: str, *, inline: bool) -> bool:
     """Whether a started phase runs in the caller (an orchestration task) instead of being
     sent: a small batch — at most `inline_max_items` (runtime, `BOS_INLINE_MAX_ITEMS`) items — when the caller allows it,
@@ -108,10 +127,10 @@ def _sig(name: str, *args: Any, queue: str | None) -> Signature:
 
 def dispatch_phase(d: PhaseDispatch) -> None:
     if d.mode == "per_batch":
-        _sig(BATCH_PHASE_TASK, d.phase_run_id, d.attempt, d.phase_attempt, queue=d.work_queue).apply_async()
+        send(_sig(BATCH_PHASE_TASK, d.phase_run_id, d.attempt, d.phase_attempt, queue=d.work_queue))
         return
     if d.mode == "sub_pipeline":
-        _sig(CHILD_START_TASK, d.phase_run_id, queue=d.orchestration_queue).apply_async()
+        send(_sig(CHILD_START_TASK, d.phase_run_id, queue=d.orchestration_queue))
         return
     header = [
         _sig(CHUNK_TASK, d.phase_run_id, start, end, d.attempt, d.phase_attempt, queue=d.work_queue)
@@ -127,7 +146,7 @@ def dispatch_phase(d: PhaseDispatch) -> None:
             queue=d.orchestration_queue,
         )
     )
-    chord(header)(body)
+    send(chord(header, body))
 
 
 def send_chunks(
@@ -137,16 +156,17 @@ def send_chunks(
     early): the phase completes when its chunk records cover all items."""
     queue = queue_for(batch, "items")
     for start, end in chunks:
-        _sig(CHUNK_TASK, phase_run_id, start, end, 1, phase_attempt, queue=queue).apply_async()
+        send(_sig(CHUNK_TASK, phase_run_id, start, end, 1, phase_attempt, queue=queue))
 
 
 def send_phase_complete(batch: Batch, phase_run_id: int, *, phase_attempt: int) -> None:
     """Ask for a phase's completion (its items are all recorded); idempotent and fenced."""
-    _sig(
-        PHASE_COMPLETE_TASK, phase_run_id, phase_attempt, queue=queue_for(batch, "orchestration")
-    ).apply_async()
+    send(_sig(PHASE_COMPLETE_TASK, phase_run_id, phase_attempt, queue=queue_for(batch, "orchestration")))
 
 
 def enqueue_orchestration(task: str, args: tuple[Any, ...], batch: Batch, countdown: float = 0) -> None:
     """Send an orchestration task, by name, about `batch` to the queue its routing rules choose."""
-    current_app.send_task(task, args=args, countdown=countdown, **_options(queue_for(batch, "orchestration")))
+    work = signature(task, args=args, app=current_app).set(**_options(queue_for(batch, "orchestration")))
+    if countdown:
+        work = work.set(countdown=countdown)
+    send(work)

@@ -18,6 +18,7 @@ from orchestrator.kafka.consumer import BatchRequestConsumer
 from orchestrator.kafka.publisher import OutboxPublisher
 from tests.support.contracts import stored_event_problems
 from tests.support.factories import publish_essay_pipeline, publish_test_pipeline
+from tests.support.sending import HeldSender
 
 LOG_DIR = BOS_HOME / "test-logs"
 # Fixtures that give a test the database (pytest-django's; `django_db` marks do too).
@@ -200,14 +201,14 @@ def test_pipelines(transactional_db: None) -> None:
 
 
 @pytest.fixture
-def held_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+def held_batches(monkeypatch: pytest.MonkeyPatch) -> HeldSender:
     """Nothing is sent to the workers: new batches stay `accepted`, started phases stay
     `running` until the test moves them, as when no worker is up.
 
     For tests that read or steer batches without running them, so a worker left
-    running by another test cannot move them on underneath.
+    running by another test cannot move them on underneath. The engine's one send seam
+    (`orchestrator.workflows.SENDER`) holds what is sent; `lose()` drops it.
     """
-    monkeypatch.setattr("orchestrator.services.batches._enqueue_start", lambda batch: None)
-    monkeypatch.setattr("orchestrator.services.progress._enqueue_phases", lambda dispatch: None)
-    monkeypatch.setattr("orchestrator.services.phases.send_phase_complete", lambda *a, **k: None)
-    monkeypatch.setattr("orchestrator.services.phases.send_chunks", lambda *a, **k: None)
+    sender = HeldSender()
+    monkeypatch.setattr("orchestrator.workflows.SENDER", sender)
+    return sender

@@ -164,5 +164,5 @@ def _store(
 
 
 def _start_all(batches: list[Batch]) -> None:
-    # Looked up now, not imported: tests hold batches by patching `_enqueue_start`.
+    # Sent through the engine's one seam (orchestrator.workflows.SENDER).
     batch_services.send_starts(batches)

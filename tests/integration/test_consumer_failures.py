@@ -22,6 +22,7 @@ from orchestrator.models import Batch
 from tests.support.factories import request_message
 from tests.support.groups import committed
 from tests.support.kafka import headers_of, read_topic, send_raw
+from tests.support.sending import BrokenSender
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("essay_pipeline", "held_batches")]
@@ -183,10 +184,10 @@ def test_a_command_whose_work_cannot_be_sent_after_commit_is_applied_once_and_co
     Batch.objects.filter(id=batch.id).update(state="failed")
     PhaseRun.objects.filter(batch=batch).update(state="failed")
 
-    def broker_down(dispatch: Any) -> None:
-        raise BrokerDown("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-
-    monkeypatch.setattr("orchestrator.services.progress._enqueue_phases", broker_down)
+    monkeypatch.setattr(
+        "orchestrator.workflows.SENDER",
+        BrokenSender(BrokerDown("Error 111 connecting to 127.0.0.1:6379. Connection refused.")),
+    )
     retry = request_message()
     retry.update(event_type="batch.retry_requested", data={"external_id": batch.external_id})
     send_raw(consumer.topic, [(b"acme:retry", json.dumps(retry).encode())])

@@ -31,6 +31,7 @@ from tasks.phases import retry_options
 from tests.support.clock import after_lease
 from tests.support.factories import batch_request, publish_test_pipeline
 from tests.support.handlers import handler_calls
+from tests.support.sending import HeldSender
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("held_batches")]
 
@@ -148,19 +149,16 @@ def test_a_stale_callback_of_attempt_1_changes_nothing_during_attempt_2() -> Non
 
 @pytest.mark.django_db
 def test_a_soft_time_limit_records_what_the_chunk_finished_and_sends_the_rest(
-    monkeypatch: pytest.MonkeyPatch,
+    held_batches: HeldSender,
 ) -> None:
-    sent: list[tuple[tuple[int, int], ...]] = []
-    monkeypatch.setattr(
-        "orchestrator.services.phases.send_chunks", lambda b, p, chunks, **k: sent.append(chunks)
-    )
     _, work, run = counted_batch(10, soft_limit_at="i6")
 
     phase_chunk_run(phase_run_id=work.id, start=0, end=10)
 
     assert list(ChunkRun.objects.filter(phase_run=work).values_list("start", "end")) == [(0, 6)]
     assert ItemResult.objects.filter(phase_run=work).count() == 6
-    assert sent == [((6, 10),)]
+    rest = [w for w in held_batches.held if w.task == "tasks.phases.run_item_chunk_task"]
+    assert [tuple(w.args[1:3]) for w in rest] == [(6, 10)]
     assert PhaseRun.objects.get(id=work.id).state == "running"
 
 

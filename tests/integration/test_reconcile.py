@@ -14,14 +14,16 @@ from orchestrator.services.phases import phase_chunk_run
 from orchestrator.services.reconcile import LOCK, reconcile
 from tests.support.clock import after_lease
 from tests.support.factories import batch_request, essay_items
+from tests.support.sending import HeldSender
 from tests.support.waiting import wait_for_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("essay_pipeline", "held_batches")]
 
 
 @pytest.mark.usefixtures("celery_worker")
-def test_a_batch_whose_start_was_lost_is_started() -> None:
-    batch = batch_create(request=batch_request(items=essay_items(30)), actor="test").batch  # start never sent
+def test_a_batch_whose_start_was_lost_is_started(held_batches: HeldSender) -> None:
+    batch = batch_create(request=batch_request(items=essay_items(30)), actor="test").batch
+    held_batches.lose()  # its start never reached a worker
     assert reconcile().started == []  # not a lease period old yet
     report = reconcile(now=after_lease())
     assert report.started == [str(batch.id)]
@@ -29,9 +31,10 @@ def test_a_batch_whose_start_was_lost_is_started() -> None:
 
 
 @pytest.mark.usefixtures("celery_worker")
-def test_chunks_that_were_lost_are_sent_again_and_recorded_once() -> None:
+def test_chunks_that_were_lost_are_sent_again_and_recorded_once(held_batches: HeldSender) -> None:
     batch = batch_create(request=batch_request(items=essay_items(250)), actor="test").batch
-    batch_start(batch_id=batch.id)  # validate is running, but its chord was never sent
+    batch_start(batch_id=batch.id)
+    held_batches.lose()  # validate is running, but its chord never reached a worker
     validate = PhaseRun.objects.get(batch=batch, name="validate")
     phase_chunk_run(phase_run_id=validate.id, start=0, end=100)  # one chunk did get through
 

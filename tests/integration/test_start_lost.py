@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from kombu.exceptions import OperationalError
 from rest_framework.test import APIClient
@@ -13,6 +11,7 @@ from orchestrator.services.reconcile import reconcile
 from orchestrator.services.users import api_user_grant
 from tests.support.clock import after_lease
 from tests.support.factories import essay_items
+from tests.support.sending import BrokenSender
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("essay_pipeline")]
 
@@ -21,10 +20,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("essay_pipeline")
 def test_a_rest_batch_whose_start_the_broker_refused_is_stored_and_started_by_the_reconciler(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broker_down(batch: Any) -> None:
-        raise OperationalError("[Errno 111] Connection refused")
-
-    monkeypatch.setattr("orchestrator.services.batches._enqueue_start", broker_down)
+    broker = BrokenSender(OperationalError("[Errno 111] Connection refused"))
+    monkeypatch.setattr("orchestrator.workflows.SENDER", broker)
     client = APIClient()
     client.credentials(
         HTTP_AUTHORIZATION=f"Token {api_user_grant(username='op', tenant='acme', role='operator').key}"
