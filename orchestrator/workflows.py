@@ -13,6 +13,7 @@ fenced (a leftover of an earlier attempt changes nothing).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from celery.canvas import Signature
 from django.conf import settings
 
 from orchestrator.models import Batch, PhaseRun
+from orchestrator.observability.context import TASK_HEADER, batch_context
 from orchestrator.pipelines import chunk_bounds
 from orchestrator.routing import Kind, TaskFacts, route
 
@@ -36,8 +38,17 @@ def queue_for(batch: Batch, kind: Kind, phase: str = "") -> str | None:
     return route(settings.BOS_ROUTES, facts)
 
 
-def _options(queue: str | None) -> dict[str, Any]:
-    return {"queue": queue} if queue else {}
+def _options(
+    queue: str | None, log: Mapping[str, str] | None = None, args: tuple[Any, ...] = ()
+) -> dict[str, Any]:
+    options: dict[str, Any] = {"queue": queue} if queue else {}
+    if log:
+        # The batch's correlation context for the task's log lines (bos_project/celery.py),
+        # and its batch and phase beside the ids in Flower's task list.
+        options["headers"] = {TASK_HEADER: dict(log)}
+        named = " ".join(f"{k}={log[k]}" for k in ("batch_id", "phase") if log.get(k))
+        options["argsrepr"] = f"{args!r} {named}"
+    return options
 
 
 CHUNK_TASK = "tasks.phases.run_item_chunk_task"
@@ -69,6 +80,8 @@ class PhaseDispatch:
     attempt: int = 1
     # The phase's attempt (PhaseRun.attempts): its tasks' writes are fenced by it.
     phase_attempt: int = 0
+    # The batch's correlation context (correlation_id, batch_id, tenant, phase).
+    log: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(
@@ -88,25 +101,29 @@ class PhaseDispatch:
             chunks=chunks,
             attempt=attempt,
             phase_attempt=phase.attempts,
+            log=tuple(batch_context(batch, phase.name).items()),
         )
 
 
-def _sig(name: str, *args: Any, queue: str | None) -> Signature:
-    return signature(name, args=args, immutable=True, app=current_app).set(**_options(queue))
+def _sig(name: str, *args: Any, queue: str | None, log: Mapping[str, str] | None = None) -> Signature:
+    return signature(name, args=args, immutable=True, app=current_app).set(**_options(queue, log, args))
 
 
 def dispatch_phase(d: PhaseDispatch) -> None:
+    log = dict(d.log)
     if d.mode == "per_batch":
-        _sig(BATCH_PHASE_TASK, d.phase_run_id, d.attempt, d.phase_attempt, queue=d.work_queue).apply_async()
+        _sig(
+            BATCH_PHASE_TASK, d.phase_run_id, d.attempt, d.phase_attempt, queue=d.work_queue, log=log
+        ).apply_async()
         return
     if d.mode == "sub_pipeline":
-        _sig(CHILD_START_TASK, d.phase_run_id, queue=d.orchestration_queue).apply_async()
+        _sig(CHILD_START_TASK, d.phase_run_id, queue=d.orchestration_queue, log=log).apply_async()
         return
     header = [
-        _sig(CHUNK_TASK, d.phase_run_id, start, end, d.attempt, d.phase_attempt, queue=d.work_queue)
+        _sig(CHUNK_TASK, d.phase_run_id, start, end, d.attempt, d.phase_attempt, queue=d.work_queue, log=log)
         for start, end in (d.chunks or chunk_bounds(d.items_total, d.chunk_size))
     ]
-    body = _sig(PHASE_COMPLETE_TASK, d.phase_run_id, d.phase_attempt, queue=d.orchestration_queue)
+    body = _sig(PHASE_COMPLETE_TASK, d.phase_run_id, d.phase_attempt, queue=d.orchestration_queue, log=log)
     body.on_error(
         _sig(
             PHASE_FAIL_TASK,
@@ -114,6 +131,7 @@ def dispatch_phase(d: PhaseDispatch) -> None:
             "a chunk task of this phase failed for good",
             d.phase_attempt,
             queue=d.orchestration_queue,
+            log=log,
         )
     )
     chord(header)(body)
@@ -125,17 +143,23 @@ def send_chunks(
     """Send chunks on their own, outside any chord (the rest of a chunk that was stopped
     early): the phase completes when its chunk records cover all items."""
     queue = queue_for(batch, "items")
+    log = batch_context(batch)
     for start, end in chunks:
-        _sig(CHUNK_TASK, phase_run_id, start, end, 1, phase_attempt, queue=queue).apply_async()
+        _sig(CHUNK_TASK, phase_run_id, start, end, 1, phase_attempt, queue=queue, log=log).apply_async()
 
 
 def send_phase_complete(batch: Batch, phase_run_id: int, *, phase_attempt: int) -> None:
     """Ask for a phase's completion (its items are all recorded); idempotent and fenced."""
     _sig(
-        PHASE_COMPLETE_TASK, phase_run_id, phase_attempt, queue=queue_for(batch, "orchestration")
+        PHASE_COMPLETE_TASK,
+        phase_run_id,
+        phase_attempt,
+        queue=queue_for(batch, "orchestration"),
+        log=batch_context(batch),
     ).apply_async()
 
 
 def enqueue_orchestration(task: str, args: tuple[Any, ...], batch: Batch, countdown: float = 0) -> None:
     """Send an orchestration task, by name, about `batch` to the queue its routing rules choose."""
-    current_app.send_task(task, args=args, countdown=countdown, **_options(queue_for(batch, "orchestration")))
+    options = _options(queue_for(batch, "orchestration"), batch_context(batch), args)
+    current_app.send_task(task, args=args, countdown=countdown, **options)
