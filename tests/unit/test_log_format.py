@@ -206,3 +206,14 @@ def test_a_service_call_sends_the_bound_correlation_id_when_none_is_given() -> N
         with call.call_context(correlation_id="batch-cid"):
             assert call.correlation_id() == "batch-cid"
     assert call.correlation_id() not in ("c-8", "batch-cid")
+
+
+def test_a_task_about_a_batch_names_it_in_flower_and_carries_its_context() -> None:
+    from orchestrator.workflows import _options
+
+    log = {"correlation_id": "c-9", "batch_id": "b-9", "tenant": "acme", "phase": "score"}
+    options = _options("bos.items", log, (12, 0, 50, 1, 1))
+    assert options["queue"] == "bos.items"
+    assert options["headers"] == {context.TASK_HEADER: log}
+    assert options["argsrepr"] == "(12, 0, 50, 1, 1) batch_id=b-9 phase=score"
+    assert _options(None) == {}
