@@ -443,7 +443,10 @@ class BatchRequestConsumer:
         if envelope is None:
             return
         if envelope.event_type == "batch.requested":
-            intake = self._guarded(record, final, lambda: _intake_of(envelope))
+            with log_context.bound(
+                correlation_id=envelope.correlation_id or envelope.event_id, tenant=envelope.tenant
+            ):
+                intake = self._guarded(record, final, lambda: _intake_of(envelope))
             if intake is not None:
                 pending.append((record, intake))
             return

@@ -3,7 +3,9 @@ Kafka consumer, a Celery worker and the outbox publisher; and on HTTP requests."
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import signal
 import socket
@@ -19,7 +21,9 @@ from rest_framework.test import APIClient
 
 from bos_project.settings.environment import BASE_DIR
 from orchestrator.kafka.clients import ensure_topics
+from orchestrator.kafka.consumer import BatchRequestConsumer
 from orchestrator.models import Batch, OutboxEvent
+from orchestrator.observability.logging import logging_config
 from tests.conftest import LOG_DIR, database_url
 from tests.support.factories import MembershipFactory, essay_items, request_message
 from tests.support.kafka import send_requests
@@ -176,3 +180,31 @@ def test_rest_batch_without_correlation_id_takes_the_requests(operator: APIClien
     response = operator.post("/api/v1/batches/", body, format="json", HTTP_X_CORRELATION_ID="rest-trace-1")
     assert response.status_code == 201, response.content
     assert Batch.objects.get(id=response.json()["id"]).correlation_id == "rest-trace-1"
+
+
+@pytest.mark.usefixtures("essay_pipeline")
+def test_a_dead_lettered_request_is_logged_with_its_correlation_id(
+    request_consumer: BatchRequestConsumer,
+) -> None:
+    stream = io.StringIO()
+    formatter = logging_config(fmt="json", level="INFO")["formatters"]["structlog"]
+    factory = formatter.pop("()")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(factory(**formatter))
+    consumer_log = logging.getLogger("orchestrator.kafka.consumer")
+    consumer_log.addHandler(handler)
+    message = request_message(items=[{"key": "same", "payload": {}}, {"key": "same", "payload": {}}])
+    message["correlation_id"] = cid = f"bad-{uuid.uuid4().hex[:6]}"
+    try:
+        send_requests([message])
+
+        def dead_lettered() -> bool:
+            request_consumer.poll_once()
+            return cid in stream.getvalue()
+
+        wait_for(dead_lettered, timeout=60, what="the dead-letter line")
+    finally:
+        consumer_log.removeHandler(handler)
+    ours = [json.loads(line) for line in stream.getvalue().splitlines() if cid in line]
+    assert any(line["level"] == "warning" and line["tenant"] == "acme" for line in ours), ours
+    assert not Batch.objects.filter(external_id=message["data"]["external_id"]).exists()
