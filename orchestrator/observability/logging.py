@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -107,6 +107,20 @@ class HousekeepingAtDebug(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
+class AccessLogCorrelation(logging.Filter):
+    """Gunicorn's access line gets the request's correlation id as a field of its own,
+    from the response's `X-Correlation-ID` (the middleware's context has ended by then)."""
+
+    ATOM = "{x-correlation-id}o"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "gunicorn.access" and isinstance(record.args, Mapping):
+            cid = record.args.get(self.ATOM)
+            if cid and cid != "-":
+                record.correlation_id = cid
+        return True
+
+
 def logging_config(*, fmt: str, level: str, housekeeping_tasks: Iterable[str] = ()) -> dict[str, Any]:
     """Django's LOGGING: one root handler rendering every record through structlog."""
     return {
@@ -121,12 +135,13 @@ def logging_config(*, fmt: str, level: str, housekeeping_tasks: Iterable[str] = 
         },
         "filters": {
             "housekeeping": {"()": HousekeepingAtDebug, "tasks": tuple(housekeeping_tasks)},
+            "access": {"()": AccessLogCorrelation},
         },
         "handlers": {
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": "structlog",
-                "filters": ["housekeeping"],
+                "filters": ["housekeeping", "access"],
             },
         },
         "root": {"handlers": ["console"], "level": level},

@@ -27,7 +27,7 @@ from orchestrator.observability.logging import logging_config
 from tests.conftest import LOG_DIR, database_url
 from tests.support.factories import MembershipFactory, essay_items, request_message
 from tests.support.kafka import send_requests
-from tests.support.processes import stop
+from tests.support.processes import free_port, stop
 from tests.support.waiting import wait_for, wait_for_terminal
 
 # Celery prints this itself on SIGTERM, past logging (celery.platforms.signals).
@@ -208,3 +208,34 @@ def test_a_dead_lettered_request_is_logged_with_its_correlation_id(
     ours = [json.loads(line) for line in stream.getvalue().splitlines() if cid in line]
     assert any(line["level"] == "warning" and line["tenant"] == "acme" for line in ours), ours
     assert not Batch.objects.filter(external_id=message["data"]["external_id"]).exists()
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("transactional_db")
+def test_gunicorns_own_lines_are_json_and_its_access_line_carries_the_correlation_id() -> None:
+    import httpx
+
+    port = free_port()
+    logs = LOG_DIR / f"gunicorn-{uuid.uuid4().hex[:6]}"
+    logs.mkdir(parents=True, exist_ok=True)
+    argv = ["-m", "gunicorn", "bos_project.wsgi", "-c", "python:bos_project.gunicorn_conf"]
+    argv += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "-"]
+    web = start(argv, logs, "web", BOS_LOG_FORMAT="json")
+    try:
+
+        def answered() -> httpx.Response | None:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"X-Correlation-ID": "web-42"})
+            except httpx.TransportError:
+                return None
+
+        response = wait_for(answered, timeout=60, interval=0.2, what="gunicorn")
+        assert response.headers["X-Correlation-ID"] == "web-42"
+    finally:
+        stop(web)  # type: ignore[arg-type]
+    # Gunicorn's access and error lines go to the root handler, as every other line does.
+    lines = json_lines(logs / "web.log")
+    assert not (logs / "web.out").read_text().strip()
+    access = [line for line in lines if line["logger"] == "gunicorn.access"]
+    assert any(line.get("correlation_id") == "web-42" and "/healthz" in line["message"] for line in access)
+    assert any(line["logger"] == "gunicorn.error" for line in lines)
