@@ -1,17 +1,71 @@
-"""The Celery application, configured from Django settings (namespace CELERY)."""
+"""The Celery application, configured from Django settings (namespace CELERY).
+
+Logging: Celery uses Django's LOGGING (the structlog pipeline) instead of its own, and
+every task runs in the correlation context of whoever sent it (orchestrator/observability).
+"""
 
 from __future__ import annotations
 
+import logging.config
 import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_prerun
+from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
+
+from orchestrator.observability import context
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bos_project.settings")
 
 app = Celery("bos")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+
+
+@setup_logging.connect
+def _use_django_logging(**kwargs: Any) -> None:
+    """A receiver here stops Celery configuring logging itself (its root handler, its
+    formats): workers and beat log through the same pipeline as every other process."""
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+    if app.conf.worker_redirect_stdouts:
+        # A task's print() becomes a log line too (one JSON object, not a bare line).
+        app.log.redirect_stdouts(app.conf.worker_redirect_stdouts_level)
+
+
+@before_task_publish.connect
+def _carry_context(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    """Put the sender's correlation context in the task message's `bos_log` header.
+
+    A context set explicitly for the message (orchestrator/workflows.py, from its batch)
+    wins; it only borrows the correlation id when it has none. `task_id` is the sender's
+    own and is never carried.
+    """
+    if headers is None:
+        return
+    carried = context.current()
+    carried.pop("task_id", None)
+    explicit = dict(headers.get(context.TASK_HEADER) or {})
+    if explicit.get("batch_id"):
+        if "correlation_id" not in explicit and carried.get("batch_id") == explicit["batch_id"]:
+            explicit["correlation_id"] = carried.get("correlation_id", "")
+        merged = {k: v for k, v in explicit.items() if v}
+    else:
+        merged = {**carried, **explicit}
+    if merged:
+        headers[context.TASK_HEADER] = merged
+
+
+@task_prerun.connect
+def _bind_task_context(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
+    context.clear()
+    carried = getattr(getattr(task, "request", None), context.TASK_HEADER, None)
+    context.bind(**(carried if isinstance(carried, dict) else {}), task_id=task_id)
+
+
+@task_postrun.connect
+def _clear_task_context(**kwargs: Any) -> None:
+    context.clear()
 
 
 @task_prerun.connect

@@ -13,6 +13,7 @@ fenced (a leftover of an earlier attempt changes nothing).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from django.conf import settings
 
 from orchestrator.config import runtime
 from orchestrator.models import Batch, PhaseRun
+from orchestrator.observability.context import TASK_HEADER, batch_context
 from orchestrator.pipelines import chunk_bounds
 from orchestrator.routing import Kind, TaskFacts, route
 
@@ -37,8 +39,17 @@ def queue_for(batch: Batch, kind: Kind, phase: str = "") -> str | None:
     return route(settings.BOS_ROUTES, facts)
 
 
-def _options(queue: str | None) -> dict[str, Any]:
-    return {"queue": queue} if queue else {}
+def _options(
+    queue: str | None, log: Mapping[str, str] | None = None, args: tuple[Any, ...] = ()
+) -> dict[str, Any]:
+    options: dict[str, Any] = {"queue": queue} if queue else {}
+    if log:
+        # The batch's correlation context for the task's log lines (bos_project/celery.py),
+        # and its batch and phase beside the ids in Flower's task list.
+        options["headers"] = {TASK_HEADER: dict(log)}
+        named = " ".join(f"{k}={log[k]}" for k in ("batch_id", "phase") if log.get(k))
+        options["argsrepr"] = f"{args!r} {named}"
+    return options
 
 
 CHUNK_TASK = "tasks.phases.run_item_chunk_task"
@@ -70,6 +81,8 @@ class PhaseDispatch:
     attempt: int = 1
     # The phase's attempt (PhaseRun.attempts): its tasks' writes are fenced by it.
     phase_attempt: int = 0
+    # The batch's correlation context (correlation_id, batch_id, tenant, phase).
+    log: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(
@@ -89,6 +102,7 @@ class PhaseDispatch:
             chunks=chunks,
             attempt=attempt,
             phase_attempt=phase.attempts,
+            log=tuple(batch_context(batch, phase.name).items()),
         )
 
 
@@ -121,22 +135,23 @@ def runs_here(batch: Batch, mode: str, *, inline: bool) -> bool:
     return inline and mode != "sub_pipeline" and batch.items_total <= runtime("inline_max_items")
 
 
-def _sig(name: str, *args: Any, queue: str | None) -> Signature:
-    return signature(name, args=args, immutable=True, app=current_app).set(**_options(queue))
+def _sig(name: str, *args: Any, queue: str | None, log: Mapping[str, str] | None = None) -> Signature:
+    return signature(name, args=args, immutable=True, app=current_app).set(**_options(queue, log, args))
 
 
 def dispatch_phase(d: PhaseDispatch) -> None:
+    log = dict(d.log)
     if d.mode == "per_batch":
-        send(_sig(BATCH_PHASE_TASK, d.phase_run_id, d.attempt, d.phase_attempt, queue=d.work_queue))
+        send(_sig(BATCH_PHASE_TASK, d.phase_run_id, d.attempt, d.phase_attempt, queue=d.work_queue, log=log))
         return
     if d.mode == "sub_pipeline":
-        send(_sig(CHILD_START_TASK, d.phase_run_id, queue=d.orchestration_queue))
+        send(_sig(CHILD_START_TASK, d.phase_run_id, queue=d.orchestration_queue, log=log))
         return
     header = [
-        _sig(CHUNK_TASK, d.phase_run_id, start, end, d.attempt, d.phase_attempt, queue=d.work_queue)
+        _sig(CHUNK_TASK, d.phase_run_id, start, end, d.attempt, d.phase_attempt, queue=d.work_queue, log=log)
         for start, end in (d.chunks or chunk_bounds(d.items_total, d.chunk_size))
     ]
-    body = _sig(PHASE_COMPLETE_TASK, d.phase_run_id, d.phase_attempt, queue=d.orchestration_queue)
+    body = _sig(PHASE_COMPLETE_TASK, d.phase_run_id, d.phase_attempt, queue=d.orchestration_queue, log=log)
     body.on_error(
         _sig(
             PHASE_FAIL_TASK,
@@ -144,6 +159,7 @@ def dispatch_phase(d: PhaseDispatch) -> None:
             "a chunk task of this phase failed for good",
             d.phase_attempt,
             queue=d.orchestration_queue,
+            log=log,
         )
     )
     send(chord(header, body))
@@ -155,18 +171,28 @@ def send_chunks(
     """Send chunks on their own, outside any chord (the rest of a chunk that was stopped
     early): the phase completes when its chunk records cover all items."""
     queue = queue_for(batch, "items")
+    log = batch_context(batch)
     for start, end in chunks:
-        send(_sig(CHUNK_TASK, phase_run_id, start, end, 1, phase_attempt, queue=queue))
+        send(_sig(CHUNK_TASK, phase_run_id, start, end, 1, phase_attempt, queue=queue, log=log))
 
 
 def send_phase_complete(batch: Batch, phase_run_id: int, *, phase_attempt: int) -> None:
     """Ask for a phase's completion (its items are all recorded); idempotent and fenced."""
-    send(_sig(PHASE_COMPLETE_TASK, phase_run_id, phase_attempt, queue=queue_for(batch, "orchestration")))
+    send(
+        _sig(
+            PHASE_COMPLETE_TASK,
+            phase_run_id,
+            phase_attempt,
+            queue=queue_for(batch, "orchestration"),
+            log=batch_context(batch),
+        )
+    )
 
 
 def enqueue_orchestration(task: str, args: tuple[Any, ...], batch: Batch, countdown: float = 0) -> None:
     """Send an orchestration task, by name, about `batch` to the queue its routing rules choose."""
-    work = signature(task, args=args, app=current_app).set(**_options(queue_for(batch, "orchestration")))
+    options = _options(queue_for(batch, "orchestration"), batch_context(batch), args)
+    work = signature(task, args=args, app=current_app).set(**options)
     if countdown:
         work = work.set(countdown=countdown)
     send(work)

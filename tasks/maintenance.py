@@ -1,5 +1,6 @@
-"""Scheduled upkeep (Celery beat): the reconciler, sending deferred work when due, and the
-consumer lag alert."""
+"""Scheduled upkeep (Celery beat): the reconciler (which also sends deferred work when
+due), and the consumer lag alert. Celery's per-task lines about these are at DEBUG
+(orchestrator/observability/logging.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from tasks.orchestration import RetryingTask
 
 @shared_task(name="tasks.maintenance.reconcile_task", base=RetryingTask)
 def reconcile_task() -> dict[str, object]:
+    deferred_sent = dispatch_due()
     report = reconcile()
     return {
+        "deferred_sent": deferred_sent,
         "started": len(report.started),
         "chunks_resent": report.chunks_resent,
         "phases_resent": len(report.phases_resent),
@@ -25,6 +28,8 @@ def reconcile_task() -> dict[str, object]:
 
 @shared_task(name="tasks.maintenance.dispatch_deferred_task", base=RetryingTask)
 def dispatch_deferred_task() -> int:
+    """Send due deferred work now; beat no longer schedules it (the reconciler does it),
+    it stays for messages sent before that and for a manual nudge."""
     return dispatch_due()
 
 

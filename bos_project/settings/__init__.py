@@ -10,3 +10,4 @@ from __future__ import annotations
 from bos_project.settings.bos import *  # noqa: F403
 from bos_project.settings.celery_settings import *  # noqa: F403
 from bos_project.settings.django_settings import *  # noqa: F403
+from bos_project.settings.logging_settings import *  # noqa: F403

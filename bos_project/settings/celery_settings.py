@@ -63,6 +63,8 @@ CELERY_TASK_ROUTES = {
     # The lag check waits on the Kafka broker (up to seconds): off orchestration too.
     "tasks.maintenance.consumer_lag_check_task": {"queue": QUEUE_BATCH},
 }
+# Celery's own logging setup is skipped (bos_project/celery.py): Django's LOGGING is used.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_IMPORTS = [
     "tasks.orchestration",
     "tasks.phases",
@@ -74,16 +76,13 @@ CELERY_IMPORTS = [
 # is set, so each task would pay for a new PostgreSQL connection. Reuse it for this many
 # tasks (Django's CONN_MAX_AGE and health checks still apply).
 CELERY_DB_REUSE_MAX = env.int("BOS_DB_REUSE_MAX", default=1000)
+# Deferred work (waits over BOS_MAX_COUNTDOWN_SECONDS) is sent by the reconciler's pass:
+# a task of its own every 5 s flooded Flower and the log for a wait of 10 minutes or more.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "reconcile": {
         "task": "tasks.maintenance.reconcile_task",
         "schedule": env.float("BOS_RECONCILE_INTERVAL_SECONDS", default=10.0),
         "options": {"expires": 60},
-    },
-    "deferred": {
-        "task": "tasks.maintenance.dispatch_deferred_task",
-        "schedule": env.float("BOS_DEFERRED_INTERVAL_SECONDS", default=5.0),
-        "options": {"expires": 10},
     },
     "snapshots": {
         "task": "tasks.snapshots.snapshot_task",

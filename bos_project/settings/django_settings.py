@@ -36,6 +36,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "orchestrator.observability.middleware.CorrelationIdMiddleware",
     # JSON, never an HTML or debug page, on the API's paths (orchestrator/api/middleware.py).
     "orchestrator.api.middleware.ApiErrorMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -121,23 +122,4 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # Phases and items have `state` fields too: name the batch's enum, not by a hash.
     "ENUM_NAME_OVERRIDES": {"BatchStateEnum": "orchestrator.contracts.batch_state_choices"},
-}
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("BOS_LOG_LEVEL", default="INFO")},
-    "loggers": {
-        "kafka": {"level": "WARNING"},
-        # kafka-python 3 warns about its own event loop under load; not actionable here.
-        "kafka.net": {"level": "ERROR"},
-        "django.db.backends": {"level": "INFO"},
-        # httpx logs every request's URL unmasked; service clients log their own, masked.
-        "httpx": {"level": "WARNING"},
-        "httpcore": {"level": "WARNING"},
-    },
 }

@@ -35,6 +35,7 @@ from orchestrator.api.serializers import (
 from orchestrator.breakers import breaker_states
 from orchestrator.errors import InvalidRequest, NotFound, PermissionDenied
 from orchestrator.models import Batch, PhaseRun, Pipeline, PipelineVersion
+from orchestrator.observability import context as log_context
 from orchestrator.profiling import version_stats
 from orchestrator.selectors import batch_graph, batches_for, tenant_ids_for, version_graph
 from orchestrator.services.batches import (
@@ -128,7 +129,8 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
                 deadline=data.get("deadline"),
                 metadata=data["metadata"],
                 items=data["items"],
-                correlation_id=data.get("correlation_id") or "",
+                # Else the request's X-Correlation-ID (orchestrator/observability/middleware.py).
+                correlation_id=data.get("correlation_id") or log_context.correlation_id() or "",
             ),
             actor=_actor(request),
         )

@@ -159,6 +159,17 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("development", "test", "production"),
     ),
     S(
+        "BOS_LOG_FORMAT",
+        "choice",
+        "",
+        "How log lines are written: `json` (one object per line, with `correlation_id`, "
+        "`batch_id`, `tenant`, `phase`, `task_id` where known) or `console` "
+        "([observability.md](observability.md)).",
+        _SERVICES,
+        choices=("json", "console"),
+        default_text="`console` in development, `json` otherwise",
+    ),
+    S(
         "BOS_HOME",
         "str",
         ".bos",

@@ -58,6 +58,7 @@ from orchestrator.kafka.messages import (
 )
 from orchestrator.kafka.startup import consumer_topics, prepare_topics, startup_step
 from orchestrator.models import Batch, ProcessedEvent, Tenant
+from orchestrator.observability import context as log_context
 from orchestrator.services.batches import BatchRequest, batch_cancel, batch_retry
 from orchestrator.services.intake import Intake, batch_create_many
 
@@ -442,22 +443,28 @@ class BatchRequestConsumer:
         if envelope is None:
             return
         if envelope.event_type == "batch.requested":
-            intake = self._guarded(record, final, lambda: _intake_of(envelope))
+            with log_context.bound(
+                correlation_id=envelope.correlation_id or envelope.event_id, tenant=envelope.tenant
+            ):
+                intake = self._guarded(record, final, lambda: _intake_of(envelope))
             if intake is not None:
                 pending.append((record, intake))
             return
         self._store(pending, final)
-        message = self._guarded(record, final, lambda: COMMANDS[envelope.event_type](envelope))
-        if message is not None:
-            final[record.offset] = False
-            logger.info(
-                "%s[%d]@%d %s: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                envelope.event_type,
-                message,
-            )
+        with log_context.bound(
+            correlation_id=envelope.correlation_id or envelope.event_id, tenant=envelope.tenant
+        ):
+            message = self._guarded(record, final, lambda: COMMANDS[envelope.event_type](envelope))
+            if message is not None:
+                final[record.offset] = False
+                logger.info(
+                    "%s[%d]@%d %s: %s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    envelope.event_type,
+                    message,
+                )
 
     def _guarded(self, record: ConsumerRecord, final: dict[int, bool], step: Callable[[], T]) -> T | None:
         """`step()`, or None once the record was dead-lettered; transient failures propagate."""
@@ -499,21 +506,26 @@ class BatchRequestConsumer:
             for one in lot:
                 self._store([one], final)
             return
-        for (record, _), result in zip(lot, results, strict=True):
+        for (record, intake), result in zip(lot, results, strict=True):
             if isinstance(result, OrchestrationError):
                 # Unknown pipeline or version, too many items, ...: it will never succeed.
                 self._dead_letter(record, result.code, result.message)
                 final[record.offset] = True
                 continue
             final[record.offset] = False
-            logger.info(
-                "%s[%d]@%d batch.requested: batch %s %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                result.batch.id,
-                "created" if result.created else "already exists",
-            )
+            with log_context.bound(
+                correlation_id=result.batch.correlation_id or intake.request.correlation_id,
+                tenant=intake.request.tenant,
+                batch_id=result.batch.id,
+            ):
+                logger.info(
+                    "%s[%d]@%d batch.requested: batch %s %s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    result.batch.id,
+                    "created" if result.created else "already exists",
+                )
 
     def commit_processed(self, partitions: set[TopicPartition] | None = None, *, reason: str) -> None:
         """Commit the offsets handled so far (on `partitions` only, when given).

@@ -45,6 +45,7 @@ from orchestrator.kafka.clients import make_producer, next_backoff, with_backoff
 from orchestrator.kafka.routing import all_event_topics, topic_for
 from orchestrator.kafka.startup import TopicSpec, prepare_topics
 from orchestrator.models import OutboxEvent
+from orchestrator.observability import context as log_context
 from orchestrator.services.events import OUTBOX_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -217,6 +218,7 @@ class OutboxPublisher:
             # A flush that times out ends the round unmarked: each key's head is resent.
             self.producer.flush(timeout=ACK_TIMEOUT_SECONDS)
             sent = []
+            envelopes = {row_id: (event_type, envelope) for row_id, event_type, envelope in heads.values()}
             for row_id, future in futures.items():
                 try:
                     future.get(timeout=ACK_TIMEOUT_SECONDS)  # raises if the broker did not acknowledge
@@ -224,6 +226,9 @@ class OutboxPublisher:
                     failed[row_id] = _reason(exc)
                     continue
                 sent.append(row_id)
+                event_type, envelope = envelopes[row_id]
+                with log_context.bound(**log_context.envelope_context(envelope)):
+                    logger.info("published %s (sequence %s)", event_type, envelope.get("sequence"))
             if sent:
                 OutboxEvent.objects.filter(id__in=sent).update(published_at=timezone.now())
             for reason, ids in _by_reason(failed).items():

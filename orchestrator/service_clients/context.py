@@ -17,6 +17,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
+from orchestrator.observability import context as log_context
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -36,8 +38,9 @@ def current() -> CallContext:
 
 
 def correlation_id(explicit: str | None = None) -> str:
-    """The id a request carries: the caller's, else the context's, else a new one."""
-    return explicit or _current.get().correlation_id or uuid.uuid4().hex
+    """The id a request carries: the caller's, else the call's or the bound log context's,
+    else a new one."""
+    return explicit or _current.get().correlation_id or log_context.correlation_id() or uuid.uuid4().hex
 
 
 @contextmanager

@@ -1,0 +1,23 @@
+"""Gunicorn's settings (`gunicorn -c python:bos_project.gunicorn_conf`): its error and access
+logs go through the same structlog pipeline as Django's (BOS_LOG_FORMAT), and each access
+line carries the request's `correlation_id` (from the `X-Correlation-ID` response header)."""
+
+from __future__ import annotations
+
+from bos_project.settings.environment import bos_env, env
+from orchestrator.observability.logging import log_format, logging_config
+
+_config = logging_config(
+    fmt=log_format(bos_env(), env.str("BOS_LOG_FORMAT", default="")),
+    level=str(env.str("BOS_LOG_LEVEL", default="INFO")).upper(),
+)
+# Gunicorn's own loggers hand their records to the root handler, as every other logger does.
+_config["loggers"].update(
+    {
+        "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+    }
+)
+logconfig_dict = _config
+# The response header is named so that AccessLogCorrelation can make it the line's field.
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms %({x-correlation-id}o)s'

@@ -1,0 +1,1 @@
+"""Observability: structured logs and the correlation context every log line carries."""
