@@ -15,7 +15,11 @@ BOS_LOG_LEVEL = str(env.str("BOS_LOG_LEVEL", default="INFO")).upper()
 LOGGING = logging_config(
     fmt=BOS_LOG_FORMAT,
     level=BOS_LOG_LEVEL,
-    # Beat's own tasks: their per-task lines are written at DEBUG.
-    housekeeping_tasks=sorted({str(entry["task"]) for entry in CELERY_BEAT_SCHEDULE.values()}),
+    # Beat's own tasks, and chunk tasks (a hundred per 10,000-item phase): Celery's
+    # "received" / "succeeded" lines for them are written at DEBUG; the engine logs what
+    # matters about a batch itself, and Flower shows every task.
+    housekeeping_tasks=sorted(
+        {str(entry["task"]) for entry in CELERY_BEAT_SCHEDULE.values()} | {"tasks.phases.run_item_chunk_task"}
+    ),
 )
 configure_structlog()
