@@ -19,6 +19,7 @@ from orchestrator.kafka.publisher import OutboxPublisher
 from tests.support.contracts import stored_event_problems
 from tests.support.factories import publish_essay_pipeline, publish_test_pipeline
 from tests.support.sending import HeldSender
+from tests.support.waiting import worker_answers
 
 LOG_DIR = BOS_HOME / "test-logs"
 # Fixtures that give a test the database (pytest-django's; `django_db` marks do too).
@@ -36,7 +37,6 @@ def database_url() -> str:
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[subprocess.Popen[bytes]]:
     """A real `celery worker` process (prefork, 4 children) on the test database."""
-    from bos_project.celery import app
 
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / "worker.log", "wb")  # noqa: SIM115 - closed at teardown
@@ -65,7 +65,7 @@ def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[
         cwd=BASE_DIR,
     )
     deadline = time.monotonic() + 60
-    while not app.control.ping(timeout=0.5):
+    while not worker_answers():
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"test worker did not start; see {LOG_DIR / 'worker.log'}")
     yield proc

@@ -28,7 +28,7 @@ from tests.conftest import LOG_DIR, database_url
 from tests.support.factories import MembershipFactory, essay_items, request_message
 from tests.support.kafka import send_requests
 from tests.support.processes import free_port, stop
-from tests.support.waiting import wait_for, wait_for_terminal
+from tests.support.waiting import wait_for, wait_for_terminal, worker_answers
 
 # Celery prints this itself on SIGTERM, past logging (celery.platforms.signals).
 NOT_LOGGED = {"worker: Warm shutdown (MainProcess)"}
@@ -73,7 +73,6 @@ def start(argv: list[str], logs: Path, name: str, **env: str) -> subprocess.Pope
 @pytest.mark.e2e
 @pytest.mark.usefixtures("essay_pipeline", "kafka_topics")
 def test_one_batch_correlation_id_is_on_json_lines_of_consumer_worker_and_publisher() -> None:
-    from bos_project.celery import app
 
     run = uuid.uuid4().hex[:6]
     # Queues, topic and group of their own: only these processes see this batch.
@@ -102,7 +101,7 @@ def test_one_batch_correlation_id_is_on_json_lines_of_consumer_worker_and_publis
     message = request_message(items=essay_items(settings.BOS_INLINE_MAX_ITEMS + 2))
     cid = message["correlation_id"] = f"trace-{run}"
     try:
-        wait_for(lambda: app.control.ping(destination=[node], timeout=0.5), timeout=60, what="the worker")
+        wait_for(lambda: worker_answers(node), timeout=60, what="the worker")
         send_requests([message], topic=topic)
         batch = wait_for(
             lambda: Batch.objects.filter(external_id=message["data"]["external_id"]).first(),
