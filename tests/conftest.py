@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -34,46 +36,77 @@ def database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `celery worker` process (prefork, 4 children) on the test database."""
+class SupervisedWorker:
+    """The test run's Celery worker, restarted when it exits, as a process supervisor
+    restarts one in production (docs/operations.md): a worker may die of a broker outage
+    (kombu's Redis transport can raise while restoring unacknowledged messages on a lost
+    connection), and the tests after a chaos scenario need one running."""
 
+    def __init__(self, argv: list[str], env: dict[str, str], log: Any) -> None:
+        self.argv, self.env, self.log = argv, env, log
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self.proc = self._spawn()
+        self._watch = threading.Thread(target=self._supervise, name="test-worker-supervisor", daemon=True)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=BASE_DIR
+        )
+
+    def start_watching(self) -> None:
+        self._watch.start()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(1.0):
+            if self.proc.poll() is not None and not self._stopping.is_set():
+                self.restarts += 1
+                self.log.write(
+                    f"\n[supervisor] worker exited ({self.proc.returncode}); restarting\n".encode()
+                )
+                self.log.flush()
+                self.proc = self._spawn()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[SupervisedWorker]:
+    """A real `celery worker` process (prefork, 4 children) on the test database."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / "worker.log", "wb")  # noqa: SIM115 - closed at teardown
     env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings"}
     node = f"test-{os.environ['BOS_TEST_RUN_ID']}@%h"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "bos_project",
-            "worker",
-            "-c",
-            "4",
-            "-l",
-            "info",
-            "-n",
-            node,
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=BASE_DIR,
-    )
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "bos_project",
+        "worker",
+        "-c",
+        "4",
+        "-l",
+        "info",
+        "-n",
+        node,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    worker = SupervisedWorker(argv, env, log)
     deadline = time.monotonic() + 60
     while not worker_answers():
-        if proc.poll() is not None or time.monotonic() > deadline:
+        if worker.proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"test worker did not start; see {LOG_DIR / 'worker.log'}")
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    worker.start_watching()
+    yield worker
+    worker.stop()
     log.close()
 
 
