@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from orchestrator.conditions import ConditionError, evaluate
-from orchestrator.states import BATCH_TRANSITIONS, BatchState, PhaseState, batch_outcome, next_phases
+from orchestrator.states import BatchState, PhaseState, batch_outcome, next_phases
 
 P, B = PhaseState, BatchState
 
@@ -111,17 +111,6 @@ BATCH_EVENTS: Mapping[tuple[BatchState | None, BatchEvent], BatchState] = {
 def batch_after(state: BatchState | str | None, event: BatchEvent) -> BatchState | None:
     """The batch's state after `event`, or None when the event is refused in its state."""
     return BATCH_EVENTS.get((BatchState(state) if state else None, event))
-
-
-OUTCOME_EVENTS: Mapping[BatchState, BatchEvent] = {
-    B.COMPLETED: BatchEvent.COMPLETE,
-    B.COMPLETED_WITH_ERRORS: BatchEvent.COMPLETE_WITH_ERRORS,
-    B.FAILED: BatchEvent.FAIL,
-}
-
-
-def _every_event_is_an_allowed_transition() -> bool:
-    return all(target in BATCH_TRANSITIONS[source] for (source, _), target in BATCH_EVENTS.items())
 
 
 # --- Compensations (rollback) -------------------------------------------------------

@@ -279,9 +279,7 @@ def batch_retry(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
         # The phases that did not finish run again (a retry reopens failed and cancelled ones).
         PhaseRun.objects.filter(
             batch_id=batch.id,
-            state__in=[
-                s for s in phase_sources(PhaseEvent.REOPEN) if s in (PhaseState.FAILED, PhaseState.CANCELLED)
-            ],
+            state__in=[PhaseState.FAILED, PhaseState.CANCELLED],
         ).update(state=phase_target(PhaseState.FAILED, PhaseEvent.REOPEN), error="")
         batch.error = ""
         phases = list(batch.phases.all())

@@ -74,14 +74,18 @@ class ChunkOutcome:
     error class); `failures`: (item id, error, error class); `retryable`: the failures
     whose class says trying again may help."""
 
-    items: int = 0
+    # The items looked at are [start, end): `end` is the chunk's end, or earlier when it
+    # was stopped (its soft time limit, a cancel); the rest is not recorded here.
+    start: int = 0
+    end: int = 0
     skipped: int = 0
     results: list[tuple[int, bool, Any, str, str]] = field(default_factory=list)
     failures: list[tuple[int, str, str]] = field(default_factory=list)
-    # Where the items looked at end: the chunk's end, or earlier when it was stopped (its
-    # soft time limit, a cancel); what is left, [end, chunk end), is not recorded here.
-    end: int = 0
     stopped: str = ""
+
+    @property
+    def items(self) -> int:
+        return self.end - self.start
 
     @property
     def retryable(self) -> list[tuple[int, str, str]]:
@@ -151,7 +155,7 @@ def run_items(
     func = handler_call_context(
         handler.func, correlation_id=batch.correlation_id or str(batch.id), dependency=dependency
     )
-    outcome = ChunkOutcome(items=len(items), end=start)
+    outcome = ChunkOutcome(start=start, end=start)
     for item_id, key, payload, state in items:
         if should_stop is not None and should_stop():
             outcome.stopped = "its lease was lost (cancelled, retried or taken over)"
@@ -193,7 +197,6 @@ def run_items(
             continue
         outcome.results.append((item_id, False, None, error, error_class))
         outcome.failures.append((item_id, error, error_class))
-    outcome.items = outcome.end - start
     return outcome
 
 
@@ -229,7 +232,7 @@ def record_chunk(
 def fail_pending(*, batch: Batch, start: int, end: int, error: str) -> ChunkOutcome:
     """An outcome that fails every pending item of [start, end) with a dependency error:
     the chunk waited for its dependency as long as it may. No retry follows it."""
-    outcome = ChunkOutcome(end=start, stopped=error)
+    outcome = ChunkOutcome(start=start, end=start, stopped=error)
     for item_id, _key, _payload, state in load_items(batch.id, start, end):
         outcome.end += 1
         if state != ItemState.PENDING:
@@ -238,7 +241,6 @@ def fail_pending(*, batch: Batch, start: int, end: int, error: str) -> ChunkOutc
         row = (item_id, error[:MAX_ERROR], ErrorClass.DEPENDENCY_UNAVAILABLE.value)
         outcome.results.append((item_id, False, None, row[1], row[2]))
         outcome.failures.append(row)
-    outcome.items = outcome.end - start
     return outcome
 
 

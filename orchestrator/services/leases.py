@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -60,7 +60,6 @@ class LeaseHandle:
     start: int
     owner: str
     lost: bool = False
-    _event: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def should_stop(self) -> bool:
         return self.lost

@@ -106,8 +106,27 @@ def _hold_for_retry(*, phase_run_id: int, start: int, owner: str, delay: float) 
         lease_extend(phase_run_id=phase_run_id, start=start, owner=owner, seconds=delay)
 
 
-def _waited_too_long(exc: DependencyOpen, limit: datetime) -> str:
-    return f"waited for {exc.dependency} until {limit.isoformat()} (its circuit breaker stayed open)"
+def _wait_or_give_up(
+    exc: DependencyOpen, running: RunningPhase, *, start: int, owner: str, now: datetime | None
+) -> str:
+    """Wait for an open breaker — raise `RetryChunk`, using up no attempt — until
+    `wait_limit`; past it, return why the work gives up."""
+    limit = wait_limit(running.batch, running.started_at)
+    if (now or timezone.now()) >= limit:
+        return f"waited for {exc.dependency} until {limit.isoformat()} (its circuit breaker stayed open)"
+    delay = max(exc.seconds, 1.0)
+    _hold_for_retry(phase_run_id=running.phase.id, start=start, owner=owner, delay=delay)
+    raise RetryChunk(delay, str(exc), attempt_used=False, waiting_on=exc.dependency) from exc
+
+
+def _backoff(running: RunningPhase, attempt: int) -> float | None:
+    """The wait before the next attempt by the phase's retry policy; None after the last."""
+    policy = retry_policy(pipeline_plan(running.batch.pipeline_version).phase(running.phase.name).retry)
+    if attempt >= policy["max_attempts"]:
+        return None
+    return backoff_delay(
+        attempt, base=policy["base"], cap=policy["cap"], jitter=policy["jitter"], rand=random.random()
+    )
 
 
 def phase_chunk_run(
@@ -147,18 +166,9 @@ def phase_chunk_run(
                 batch=batch, phase=phase, start=start, end=end, should_stop=handle.should_stop
             )
         except DependencyOpen as exc:
-            limit = wait_limit(batch, running.started_at)
-            if (now or timezone.now()) < limit:
-                _hold_for_retry(phase_run_id=phase.id, start=start, owner=owner, delay=max(exc.seconds, 1.0))
-                raise RetryChunk(
-                    max(exc.seconds, 1.0), str(exc), attempt_used=False, waiting_on=exc.dependency
-                ) from exc
-            outcome = fail_pending(batch=batch, start=start, end=end, error=_waited_too_long(exc, limit))
-        policy = retry_policy(pipeline_plan(batch.pipeline_version).phase(phase.name).retry)
-        if outcome.retryable and attempt < policy["max_attempts"] and not outcome.stopped:
-            delay = backoff_delay(
-                attempt, base=policy["base"], cap=policy["cap"], jitter=policy["jitter"], rand=random.random()
-            )
+            reason = _wait_or_give_up(exc, running, start=start, owner=owner, now=now)
+            outcome = fail_pending(batch=batch, start=start, end=end, error=reason)
+        if outcome.retryable and not outcome.stopped and (delay := _backoff(running, attempt)) is not None:
             first = outcome.retryable[0]
             _hold_for_retry(phase_run_id=phase.id, start=start, owner=owner, delay=delay)
             raise RetryChunk(
@@ -223,20 +233,11 @@ def phase_batch_run(
         try:
             result = run_batch_handler(batch=batch, phase=phase)
         except DependencyOpen as exc:
-            limit = wait_limit(batch, running.started_at)
-            if (now or timezone.now()) < limit:
-                _hold_for_retry(phase_run_id=phase.id, start=0, owner=owner, delay=max(exc.seconds, 1.0))
-                raise RetryChunk(
-                    max(exc.seconds, 1.0), str(exc), attempt_used=False, waiting_on=exc.dependency
-                ) from exc
+            reason = _wait_or_give_up(exc, running, start=0, owner=owner, now=now)
             result = BatchHandlerResult(
-                error=_waited_too_long(exc, limit), error_class=ErrorClass.DEPENDENCY_UNAVAILABLE, final=True
+                error=reason, error_class=ErrorClass.DEPENDENCY_UNAVAILABLE, final=True
             )
-        policy = retry_policy(pipeline_plan(batch.pipeline_version).phase(phase.name).retry)
-        if result.retryable and not result.final and attempt < policy["max_attempts"]:
-            delay = backoff_delay(
-                attempt, base=policy["base"], cap=policy["cap"], jitter=policy["jitter"], rand=random.random()
-            )
+        if result.retryable and not result.final and (delay := _backoff(running, attempt)) is not None:
             _hold_for_retry(phase_run_id=phase.id, start=0, owner=owner, delay=delay)
             raise RetryChunk(delay, f"({result.error_class}) {(result.error or '')[:200]}", attempt_used=True)
     finally:
