@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run demo test lint docs typecheck schemas bench bench-ingest services services-down clean
+.PHONY: install browsers run demo test lint docs typecheck schemas bench bench-ingest services services-down clean
 
 install: $(STAMP)
 
@@ -16,13 +16,23 @@ $(STAMP): requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# Debian's chromium for the page tests (tests/browser/), driven by playwright: no download
+# of a browser of playwright's own. Installed once; skipped where it is already there.
+browsers:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || { \
+	    $$SUDO apt-get update -q >/dev/null && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; }
+
 run: install
 	$(PY) -m bos_project.devservices run -- scripts/run.sh
 
 demo: install
 	$(PY) manage.py demo
 
-test: install
+test: install browsers
 	$(PY) -m bos_project.devservices run -- $(PY) -m pytest --ds=tests.settings $(PYTEST_ARGS)
 
 lint: install

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from orchestrator.admin import breakers_page
@@ -11,6 +13,7 @@ from orchestrator.api.health import healthz, readyz
 from orchestrator.api.metrics import metrics
 
 urlpatterns = [
+    path("favicon.ico", RedirectView.as_view(url=static("orchestrator/favicon.svg"), permanent=True)),
     path("api/v1/", include("orchestrator.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
