@@ -97,6 +97,19 @@ def secret_key(environment: str) -> str:
     return _dev_secret("BOS_SECRET_KEY", "secret_key", lambda: secrets.token_urlsafe(50), environment)
 
 
+def flower_login(environment: str) -> tuple[str, str]:
+    """Flower's basic-auth user and password (CONTRACT §1): `BOS_FLOWER_USER` (default
+    `flower`) and `BOS_FLOWER_PASSWORD`, else (outside production) one generated once
+    into `.bos/flower_password`, which `make run` prints with the admin login."""
+    user = str(env.str("BOS_FLOWER_USER", default="flower")).strip()
+    if not user or ":" in user:
+        raise ImproperlyConfigured("BOS_FLOWER_USER must be a non-empty name without ':'")
+    password = _dev_secret(
+        "BOS_FLOWER_PASSWORD", "flower_password", lambda: secrets.token_urlsafe(12), environment
+    )
+    return user, password
+
+
 def encryption_keys(environment: str) -> list[str]:
     raw = _dev_secret(
         "BOS_ENCRYPTION_KEYS",

@@ -629,6 +629,15 @@ SETTINGS: tuple[Setting, ...] = (
     # --- web and the demo ---
     S("BOS_HTTP_PORT", "int", 8000, "Port of the web service on 127.0.0.1.", _WEB, min=1, max=65535),
     S("BOS_FLOWER_PORT", "int", 5555, "Port of Flower on 127.0.0.1.", _WEB, min=1, max=65535),
+    S("BOS_FLOWER_USER", "str", "flower", "Flower's basic-auth user (no `:`).", _WEB),
+    S(
+        "BOS_FLOWER_PASSWORD",
+        "secret",
+        None,
+        "Flower's basic-auth password (`bos_project/flowerconfig.py`); Flower always asks for a login.",
+        _WEB,
+        default_text="generated once into `.bos/flower_password` and printed by `make run`; refused unset when `BOS_ENV=production`",
+    ),
     S(
         "BOS_ALLOWED_HOSTS",
         "list",

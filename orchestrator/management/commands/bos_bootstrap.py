@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from bos_project.settings.environment import BOS_HOME
+from bos_project.settings.environment import BOS_HOME, bos_env, flower_login
 from orchestrator.services.users import api_user_grant
 
 
@@ -36,3 +36,5 @@ class Command(BaseCommand):
             f"admin login: {username} / {password_file.read_text().strip()}  "
             f"(tenant {tenant}, API token {token.key})"
         )
+        flower_user, flower_password = flower_login(bos_env())
+        self.stdout.write(f"Flower login: {flower_user} / {flower_password}")
