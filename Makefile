@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install browsers run demo test lint docs typecheck schemas bench bench-ingest services services-down clean
+.PHONY: install browsers run demo test lint docs typecheck schemas bench bench-ingest bench-check services services-down clean
 
 install: $(STAMP)
 
@@ -63,6 +63,11 @@ schemas: install
 
 bench: install
 	$(PY) -m bos_project.devservices run -- $(PY) -m benchmarks.run $(BENCH_ARGS)
+
+# The ratios of the last `make bench` / `make bench-ingest` beside benchmarks/baseline.json:
+# fails when one regressed by more than 25 % (docs/benchmarks.md#regression-check).
+bench-check: install
+	$(PY) -m benchmarks.check $(CHECK_ARGS)
 
 # The Kafka consumer's ingest rate beside a plain kafka-python loop (docs/benchmarks.md).
 bench-ingest: install

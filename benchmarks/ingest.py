@@ -82,6 +82,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from benchmarks.results import Ratio, record  # noqa: E402
 from bos_project.settings.environment import BASE_DIR  # noqa: E402
 from orchestrator.kafka.clients import ensure_topics, make_producer  # noqa: E402
 from orchestrator.kafka.consumer import BatchRequestConsumer  # noqa: E402
@@ -512,6 +513,12 @@ def report(kinds: list[Kind], requests: int, repeat: int) -> None:
     bos = kinds[0]
     ratio = statistics.median(bos.rates(requests)) / plain_rate
     console.print(f"(a) BOS / (b) plain, in requests/s: {ratio:.3f} (1 / {1 / ratio:.1f})")
+    path = record(
+        "ingest",
+        [Ratio("consumer_over_plain_loop", ratio, "higher", "(a) BOS consumer requests/s / (b) plain loop")],
+        context={"requests": requests},
+    )
+    console.print(f"ratio written to {path} (`make bench-check` compares it with benchmarks/baseline.json)")
 
 
 def parse_processes(value: str) -> list[int]:

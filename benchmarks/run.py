@@ -45,6 +45,8 @@ from rich.progress import track  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from benchmarks import baseline_tasks  # noqa: E402
+from benchmarks.results import Ratio, record  # noqa: E402
+from benchmarks.roundtrip import kafka_round_trip_ms  # noqa: E402
 from orchestrator.kafka.clients import ensure_topics, make_producer  # noqa: E402
 from orchestrator.management.commands.demo import sample_essays  # noqa: E402
 from orchestrator.models import Batch, ProcessedEvent, Tenant  # noqa: E402
@@ -227,6 +229,7 @@ def main() -> None:
                 )
             rows.append(("(c) Celery, chunked chords, a write per chunk", statistics.median(chunked)))
             latencies = measure_latency(args.latency_runs)
+            round_trip = kafka_round_trip_ms(max(100, args.latency_runs), topic_prefix=f"bench-{RUN_ID}.")
     finally:
         baseline_tasks.drop_table()
         ProcessedEvent.objects.filter(tenant__slug=TENANT).delete()
@@ -247,7 +250,36 @@ def main() -> None:
     p95 = sorted(latencies)[max(0, int(len(latencies) * 0.95) - 1)]
     console.print(
         f"1-item batch, Kafka request → batch.completed event: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
-        f"min {min(latencies):.1f} ms over {len(latencies)} runs (target p50 ≤ 50 ms)"
+        f"min {min(latencies):.1f} ms over {len(latencies)} runs (target p50 ≤ 50 ms); "
+        f"the broker's own round trip: {round_trip:.1f} ms (× {p50 / round_trip:.1f})"
+    )
+    named = dict(rows)
+    ratios = [Ratio("bos_over_chunked", ratio, "lower", "(a) BOS seconds / (c) hand-written chunked chords")]
+    if "(b) Celery, a task per item per phase" in named:
+        naive = named["(b) Celery, a task per item per phase"]
+        ratios.append(
+            Ratio("bos_over_naive", named["(a) BOS"] / naive, "lower", "(a) BOS / (b) a task per item")
+        )
+    ratios.append(
+        Ratio(
+            "latency_p50_over_kafka_round_trip",
+            p50 / round_trip,
+            "lower",
+            "1-item p50 / the broker's round trip",
+        )
+    )
+    path = record(
+        "bench",
+        ratios,
+        context={
+            "items": args.items,
+            "repeat": args.repeat,
+            "latency_p50_ms": round(p50, 1),
+            "round_trip_ms": round(round_trip, 1),
+        },
+    )
+    console.print(
+        f"ratios written to {path} (`make bench-check` compares them with benchmarks/baseline.json)"
     )
 
 

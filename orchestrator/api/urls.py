@@ -11,6 +11,7 @@ from orchestrator.api.config_views import (
     config_rollback_view,
     config_set_view,
 )
+from orchestrator.api.flag_views import flag_list_view, flag_set_view
 from orchestrator.api.views import BatchViewSet, PipelineViewSet, alerts_view, breakers_view, errors_view
 
 router = DefaultRouter()
@@ -24,5 +25,7 @@ urlpatterns = [
     path("config/history/", config_history_view, name="config-history"),
     path("config/rollback/", config_rollback_view, name="config-rollback"),
     path("config/<str:key>/", config_set_view, name="config-set"),
+    path("flags/", flag_list_view, name="flags"),
+    path("flags/<str:name>/", flag_set_view, name="flag-set"),
     *router.urls,
 ]

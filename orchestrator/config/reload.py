@@ -19,7 +19,8 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError
 
-from orchestrator.config.registry import RUNTIME
+from orchestrator.config.flags import Flag, is_flag_key, key_of, parse_flag
+from orchestrator.config.registry import RUNTIME, ConfigInvalid
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,29 @@ def runtime(key: str) -> Any:
         return getattr(settings, RUNTIME[key].env)
 
 
+def runtime_flag(name: str) -> Flag | None:
+    """The flag `name` as this process knows it now (None: no such flag)."""
+    if time.monotonic() >= _cache.next_check:
+        refresh()
+    raw = _cache.values.get(key_of(name))
+    if raw is None:
+        return None
+    try:
+        return parse_flag(name, raw)
+    except ConfigInvalid:
+        log.warning("feature flag %s: stored value %r is invalid; treated as off", name, raw)
+        return None
+
+
+def _known(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if key in RUNTIME or is_flag_key(key)}
+
+
 def adopt(version: int, values: dict[str, Any]) -> None:
     """Use `values` (the overrides of `version`) from now on."""
     if version != _cache.version:
         log.info("runtime configuration version %s adopted (was %s)", version, _cache.version)
-    _cache.values = {key: value for key, value in values.items() if key in RUNTIME}
+    _cache.values = _known(values)
     _cache.version = version
 
 
@@ -78,7 +97,10 @@ def refresh(*, force: bool = False) -> None:
         _cache.error, _cache.error_since = "", None
         if raw is not None:
             doc = json.loads(raw)
-            if doc["version"] != _cache.version:
+            # The values too: a database restored from a backup (or a test's truncated
+            # one) numbers its versions again, and a process must not keep old values
+            # because their number came back.
+            if doc["version"] != _cache.version or _known(doc["values"]) != _cache.values:
                 adopt(int(doc["version"]), doc["values"])
             return
         try:

@@ -16,6 +16,7 @@ import redis
 from django.conf import settings
 from django.db import connection, transaction
 
+from orchestrator.config import flags
 from orchestrator.config.registry import RUNTIME, ConfigInvalid, validate
 from orchestrator.errors import InvalidRequest, NotFound
 from orchestrator.models import ConfigVersion
@@ -85,11 +86,11 @@ def _write(
 ) -> ConfigVersion:
     """A new version whose overrides are `values` (already validated). Caller holds the lock."""
     number, old = stored()
-    base = defaults()
+    base = defaults()  # a flag has no default: absent is None
     changes = {
-        key: {"old": old.get(key, base[key]), "new": values.get(key, base[key])}
+        key: {"old": old.get(key, base.get(key)), "new": values.get(key, base.get(key))}
         for key in sorted(set(old) | set(values))
-        if old.get(key, base[key]) != values.get(key, base[key])
+        if old.get(key, base.get(key)) != values.get(key, base.get(key))
     }
     row = ConfigVersion.objects.create(
         version=number + 1,
@@ -128,7 +129,9 @@ def config_set(*, changes: Mapping[str, Any], actor: str, reason: str) -> Config
         _lock()
         _, old = stored()
         try:
-            merged = validate(changes, {**defaults(), **old})
+            merged = validate(
+                changes, {**defaults(), **{k: v for k, v in old.items() if not flags.is_flag_key(k)}}
+            )
         except ConfigInvalid as exc:
             raise InvalidConfig(exc) from exc
         values = {**old, **{key: merged[key] for key in changes}}
@@ -149,7 +152,10 @@ def config_rollback(*, version: int, actor: str, reason: str) -> ConfigVersion:
                 raise NotFound("not_found", f"no configuration version {version}")
             target = dict(row.values)
         try:
-            validate(target, defaults())
+            validate({k: v for k, v in target.items() if not flags.is_flag_key(k)}, defaults())
+            for key, value in target.items():
+                if flags.is_flag_key(key):
+                    flags.parse_flag(key.removeprefix(flags.PREFIX), value)
         except ConfigInvalid as exc:
             raise InvalidConfig(exc) from exc
         return _write(values=target, actor=actor, reason=reason, rollback_of=version)
@@ -177,6 +183,45 @@ def config_items() -> list[dict[str, Any]]:
                 "scope": setting.scope.value,
                 "bounds": setting.bounds,
                 "env": setting.env,
+                "version": last.version if last else 0,
+                "changed_by": last.actor if last else None,
+                "changed_at": last.at if last else None,
+            }
+        )
+    return items
+
+
+def flag_set(*, name: str, value: Mapping[str, Any], actor: str, reason: str) -> ConfigVersion:
+    """Create or change the flag `name` (a new configuration version); InvalidConfig
+    names the flag's key and the rule a field broke."""
+    if not reason.strip():
+        raise InvalidRequest("invalid_request", "a reason is required")
+    try:
+        flag = flags.parse_flag(name, value)
+    except ConfigInvalid as exc:
+        raise InvalidConfig(exc) from exc
+    with transaction.atomic():
+        _lock()
+        _, old = stored()
+        return _write(values={**old, flags.key_of(name): flag.as_value()}, actor=actor, reason=reason)
+
+
+def flag_items() -> list[dict[str, Any]]:
+    """Every flag: its value now (from the database) and its last change."""
+    row = latest()
+    values = dict(row.values) if row else {}
+    changed: dict[str, ConfigVersion] = {}
+    for version in ConfigVersion.objects.order_by("version"):
+        for key in version.changes:
+            changed[key] = version
+    items = []
+    for key in sorted(k for k in values if flags.is_flag_key(k)):
+        flag = flags.parse_flag(key.removeprefix(flags.PREFIX), values[key])
+        last = changed.get(key)
+        items.append(
+            {
+                "name": flag.name,
+                **flag.as_value(),
                 "version": last.version if last else 0,
                 "changed_by": last.actor if last else None,
                 "changed_at": last.at if last else None,

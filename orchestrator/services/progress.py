@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from orchestrator.config import flag_enabled
 from orchestrator.decide import (
     BatchView,
     BeginRollback,
@@ -152,13 +153,15 @@ def _view(batch: Batch, plan: PipelinePlan, phases: list[PhaseRun]) -> BatchView
 
 def _condition_names(batch: Batch, phases: Mapping[str, PhaseView]) -> dict[str, Any]:
     failed = sum(p.items_failed for p in phases.values() if p.mode == "per_item")
+    pipeline = batch.pipeline_version.pipeline.name
     return {
+        "flag": partial(flag_enabled, batch_id=str(batch.id), tenant=batch.tenant.slug, pipeline=pipeline),
         "metadata": batch.metadata,
         "batch": {
             "priority": batch.priority,
             "tenant": batch.tenant.slug,
             "external_id": batch.external_id,
-            "pipeline": batch.pipeline_version.pipeline.name,
+            "pipeline": pipeline,
             "items_total": batch.items_total,
         },
         "items": {"total": batch.items_total, "failed": failed, "ok": batch.items_total - failed},

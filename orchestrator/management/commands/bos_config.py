@@ -4,6 +4,9 @@
     bos_config set KEY VALUE --reason "…"       a new version (validated like the API)
     bos_config history [--limit N]              versions, newest first: who, when, why, diff
     bos_config rollback VERSION --reason "…"    every key back to its value at VERSION
+    bos_config flags                            every feature flag and its targeting
+    bos_config flag NAME --enabled true [--percent 10] [--tenants a,b] [--pipelines p]
+                   [--description "…"] --reason "…"   create or change a flag (a new version)
 
 Values are JSON (`250`, `0.5`, `true`); a bare word is a string. The actor is
 `system:<os user>` unless `--actor` says otherwise.
@@ -41,6 +44,16 @@ class Command(BaseCommand):
         back.add_argument("version", type=int)
         back.add_argument("--reason", required=True)
         back.add_argument("--actor", default="")
+        sub.add_parser("flags")
+        flag = sub.add_parser("flag")
+        flag.add_argument("name")
+        flag.add_argument("--enabled", required=True, choices=["true", "false"])
+        flag.add_argument("--percent", type=int, default=100)
+        flag.add_argument("--tenants", default="", help="comma-separated slugs (empty: every tenant)")
+        flag.add_argument("--pipelines", default="", help="comma-separated names (empty: every pipeline)")
+        flag.add_argument("--description", default="")
+        flag.add_argument("--reason", required=True)
+        flag.add_argument("--actor", default="")
 
     def handle(self, *args: Any, **options: Any) -> None:
         actor = options.get("actor") or f"system:{getpass.getuser()}"
@@ -50,6 +63,22 @@ class Command(BaseCommand):
             elif options["action"] == "set":
                 row = store.config_set(
                     changes={options["key"]: from_text(options["value"])},
+                    actor=actor,
+                    reason=options["reason"],
+                )
+                self._version(row)
+            elif options["action"] == "flags":
+                self._flags()
+            elif options["action"] == "flag":
+                row = store.flag_set(
+                    name=options["name"],
+                    value={
+                        "enabled": options["enabled"] == "true",
+                        "percent": options["percent"],
+                        "tenants": _names(options["tenants"]),
+                        "pipelines": _names(options["pipelines"]),
+                        "description": options["description"],
+                    },
                     actor=actor,
                     reason=options["reason"],
                 )
@@ -79,6 +108,17 @@ class Command(BaseCommand):
                 f"{item['key']} = {json.dumps(item['value'])}  default {json.dumps(item['default'])}{changed}"
             )
 
+    def _flags(self) -> None:
+        for item in store.flag_items():
+            state = f"on for {item['percent']} %" if item["enabled"] else "off"
+            targets = ", ".join(
+                f"{what} {', '.join(item[what])}" for what in ("tenants", "pipelines") if item[what]
+            )
+            self.stdout.write(
+                f"{item['name']}: {state}{' · ' + targets if targets else ''} "
+                f"(v{item['version']}, {item['changed_by']}){' — ' + item['description'] if item['description'] else ''}"
+            )
+
     def _version(self, row: ConfigVersion) -> None:
         diff = ", ".join(
             f"{k}: {json.dumps(c['old'])} → {json.dumps(c['new'])}" for k, c in row.changes.items()
@@ -87,3 +127,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"v{row.version} {row.at:%Y-%m-%d %H:%M:%S}Z {row.actor}{back}: {row.reason} — {diff or 'no change'}"
         )
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
