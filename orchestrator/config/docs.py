@@ -32,8 +32,13 @@ Settings are of two kinds:
   key and the rule; the same rules hold for the variables at start-up.
 
 How a process sees a change: the database holds every version, Redis the current one
-(`bos:config:current`). Each process keeps the values in a dict and compares its version
-with Redis (one GET) at most every `BOS_CONFIG_RELOAD_SECONDS`. Reading a setting is a
+(`bos:config:current`). Each process keeps the values in a dict. A change is announced
+on the Redis channel `bos:config:changed` once committed, and a subscriber thread in every
+process makes its next read fetch the new version (one GET): a change is seen at once
+while Redis is up. Pub/sub may lose a message, so each process also compares its version
+with Redis at most every `BOS_CONFIG_RELOAD_SECONDS` — the bound that holds whatever
+happens to the announcement. Feature flags are stored in the same versions
+([feature-flags.md](feature-flags.md)). Reading a setting is a
 local lookup: `tests/integration/test_runtime_config.py` prints the cost (`-s`); on the
 development machine, per read: a plain dict lookup ~60 ns, `runtime("chunk_size")`
 ~200 ns, `django.conf.settings.BOS_CHUNK_SIZE` (under the test run's settings wrapper)

@@ -1,8 +1,8 @@
 """Each process's copy of the runtime configuration, and how it stays current.
 
-`runtime(key)` is a dict lookup. At most every `BOS_CONFIG_RELOAD_SECONDS` a call also
-reads the current `{"version", "values"}` from Redis (one GET) and adopts it when the
-version differs. When Redis holds none (a new or flushed Redis), the database — the
+`runtime(key)` is a dict lookup. At most every `BOS_CONFIG_RELOAD_SECONDS` — and at
+once after a change is announced on Redis pub/sub (`invalidation`) — a call also reads
+the current `{"version", "values"}` from Redis (one GET) and adopts it when it differs. When Redis holds none (a new or flushed Redis), the database — the
 source of truth — is read and published. When Redis cannot be reached the process keeps
 its last good values and `status()` says so (`/readyz`).
 """
@@ -19,6 +19,7 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError
 
+from orchestrator.config import invalidation
 from orchestrator.config.flags import Flag, is_flag_key, key_of, parse_flag
 from orchestrator.config.registry import RUNTIME, ConfigInvalid
 
@@ -81,8 +82,14 @@ def note_redis_error(error: str) -> None:
     _cache.error = error
 
 
+def expire() -> None:
+    """Make the next read look at Redis (a change was announced)."""
+    _cache.next_check = 0.0
+
+
 def refresh(*, force: bool = False) -> None:
     """Look for a new version now (at most one thread at a time; others keep going)."""
+    invalidation.ensure_listening(expire)
     if not _cache.lock.acquire(blocking=force):
         return
     try:

@@ -16,7 +16,7 @@ import redis
 from django.conf import settings
 from django.db import connection, transaction
 
-from orchestrator.config import flags
+from orchestrator.config import flags, invalidation
 from orchestrator.config.registry import RUNTIME, ConfigInvalid, validate
 from orchestrator.errors import InvalidRequest, NotFound
 from orchestrator.models import ConfigVersion
@@ -110,6 +110,7 @@ def _publish_and_adopt(version: int, values: dict[str, Any]) -> None:
     reload.adopt(version, values)
     try:
         publish(version, values)
+        invalidation.announce(version, client())
     except redis.RedisError:
         # Other processes still see it: their cache reads the database when Redis is back
         # without this version (reload.refresh), and the next change publishes again.

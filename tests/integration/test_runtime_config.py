@@ -5,6 +5,7 @@ a process that loses Redis keeps its last good values; the cost of a read."""
 
 from __future__ import annotations
 
+import os
 import time
 import timeit
 import uuid
@@ -321,3 +322,55 @@ def test_reads_between_two_checks_never_ask_redis(monkeypatch: pytest.MonkeyPatc
     reload._cache.next_check = 0.0
     assert runtime("chunk_size") == 12 and asked == [store.REDIS_KEY]
     monkeypatch.undo()
+
+
+WATCHER = """
+import sys, time
+import django
+django.setup()
+from orchestrator.config import runtime
+print("start", runtime("chunk_size"), flush=True)
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    value = runtime("chunk_size")
+    if value != int(sys.argv[1]):
+        print("saw", value, flush=True)
+        break
+    time.sleep(0.02)
+"""
+
+
+def test_a_change_is_announced_to_other_processes_at_once_not_at_their_next_poll() -> None:
+    """The watcher polls Redis only every hour, so only the pub/sub announcement can make
+    it see the change (docs/configuration.md, "Hot reload")."""
+    import subprocess
+    import sys
+
+    from tests.conftest import database_url
+
+    default = runtime("chunk_size")
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", WATCHER, str(default)],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": database_url(),
+            "BOS_CONFIG_RELOAD_SECONDS": "300",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        first = ""
+        while not first.startswith("start"):  # its log lines come first
+            first = watcher.stdout.readline()
+            assert first, "the watcher exited"
+        assert first.split() == ["start", str(default)], first
+        time.sleep(1)  # its subscriber thread connects (it starts with the first read)
+        store.config_set(changes={"chunk_size": default + 3}, actor="test", reason="announce it")
+        out, _ = watcher.communicate(timeout=90)
+    finally:
+        watcher.kill()
+    assert f"saw {default + 3}" in out, out
