@@ -18,3 +18,22 @@ class OrchestratorConfig(AppConfig):
         for module in settings.BOS_HANDLER_MODULES:
             import_module(module)
         import_module("orchestrator.checks")  # registers the system checks of BOS settings
+        _hide_beat_tables_from_the_admin()
+
+
+def _hide_beat_tables_from_the_admin() -> None:
+    """django-celery-beat's own admin would change schedules outside the configuration
+    versions; BOS's schedules are changed with `bos_config schedule` (or the runtime
+    configuration's admin page) instead, versioned and applied by one function."""
+    from django.contrib import admin
+    from django_celery_beat import models as beat
+
+    for model in (
+        beat.PeriodicTask,
+        beat.IntervalSchedule,
+        beat.CrontabSchedule,
+        beat.SolarSchedule,
+        beat.ClockedSchedule,
+    ):
+        if admin.site.is_registered(model):
+            admin.site.unregister(model)

@@ -116,6 +116,7 @@ BOS_EVENT_ROUTES: list[dict[str, object]] = json_value("BOS_EVENT_ROUTES", [])
 BOS_LAG_ALERT_THRESHOLD = positive_int("BOS_LAG_ALERT_THRESHOLD", 1000)
 BOS_LAG_ALERT_SECONDS = env.float("BOS_LAG_ALERT_SECONDS", default=300.0)
 BOS_LAG_CHECK_INTERVAL_SECONDS = env.float("BOS_LAG_CHECK_INTERVAL_SECONDS", default=30.0)
+BOS_BEAT_LOCK_SECONDS = env.float("BOS_BEAT_LOCK_SECONDS", default=30.0)
 
 # --- Service clients (docs/service-clients.md) ---
 # Imported here, not at the top: this section's own helpers (orchestrator.service_clients.config

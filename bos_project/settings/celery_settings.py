@@ -76,6 +76,10 @@ CELERY_IMPORTS = [
 # is set, so each task would pay for a new PostgreSQL connection. Reuse it for this many
 # tasks (Django's CONN_MAX_AGE and health checks still apply).
 CELERY_DB_REUSE_MAX = env.int("BOS_DB_REUSE_MAX", default=1000)
+# Beat's schedules: these are the declarations and their defaults; the one active beat
+# (orchestrator/beat.py, exactly one at a time) reads them from the database, where
+# runtime changes (`bos_config schedule NAME --every N`) are versioned like settings.
+CELERY_BEAT_SCHEDULER = "orchestrator.beat:SingleBeatScheduler"
 # Deferred work (waits over BOS_MAX_COUNTDOWN_SECONDS) is sent by the reconciler's pass:
 # a task of its own every 5 s flooded Flower and the log for a wait of 10 minutes or more.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {

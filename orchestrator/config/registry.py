@@ -373,6 +373,16 @@ SETTINGS: tuple[Setting, ...] = (
         min=0.1,
     ),
     S(
+        "BOS_BEAT_LOCK_SECONDS",
+        "float",
+        30.0,
+        "The leader lease of Celery beat (`orchestrator/beat.py`): any number of beats may run, "
+        "exactly one sends scheduled tasks; when it dies a standby takes over within this time.",
+        _RESILIENCE,
+        min=3,
+        max=600,
+    ),
+    S(
         "BOS_LAG_METRICS_TIMEOUT_SECONDS",
         "float",
         5.0,

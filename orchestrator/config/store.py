@@ -8,18 +8,21 @@ commit) publish `{"version", "values"}` to Redis, where every process's cache lo
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
-from orchestrator.config import flags, invalidation
+from orchestrator.config import flags, invalidation, schedules
 from orchestrator.config.registry import RUNTIME, ConfigInvalid, validate
 from orchestrator.errors import InvalidRequest, NotFound
 from orchestrator.models import ConfigVersion
+
+log = logging.getLogger(__name__)
 
 REDIS_KEY = "bos:config:current"
 # Any 64-bit number of our own: the transaction lock that orders versions.
@@ -115,6 +118,11 @@ def _publish_and_adopt(version: int, values: dict[str, Any]) -> None:
         # Other processes still see it: their cache reads the database when Redis is back
         # without this version (reload.refresh), and the next change publishes again.
         reload.note_redis_error("publish failed")
+    try:
+        schedules.apply(values)  # beat's tables follow the version (idempotent)
+    except DatabaseError as exc:
+        # The active beat writes them again when it starts; say so now.
+        log.warning("beat schedules of configuration version %s not written: %s", version, exc)
 
 
 def _lock() -> None:
@@ -153,10 +161,12 @@ def config_rollback(*, version: int, actor: str, reason: str) -> ConfigVersion:
                 raise NotFound("not_found", f"no configuration version {version}")
             target = dict(row.values)
         try:
-            validate({k: v for k, v in target.items() if not flags.is_flag_key(k)}, defaults())
+            validate({k: v for k, v in target.items() if k in RUNTIME}, defaults())
             for key, value in target.items():
                 if flags.is_flag_key(key):
                     flags.parse_flag(key.removeprefix(flags.PREFIX), value)
+            # A schedule no longer declared is ignored (schedules.effective); others are checked.
+            schedules.effective(target)
         except ConfigInvalid as exc:
             raise InvalidConfig(exc) from exc
         return _write(values=target, actor=actor, reason=reason, rollback_of=version)
@@ -229,3 +239,34 @@ def flag_items() -> list[dict[str, Any]]:
             }
         )
     return items
+
+
+def schedule_set(*, name: str, value: Mapping[str, Any], actor: str, reason: str) -> ConfigVersion:
+    """Change beat's schedule `name` (interval, enabled) as a new configuration version;
+    the active beat picks it up at its next tick."""
+    if not reason.strip():
+        raise InvalidRequest("invalid_request", "a reason is required")
+    try:
+        schedule = schedules.parse_schedule(name, value)
+    except ConfigInvalid as exc:
+        raise InvalidConfig(exc) from exc
+    with transaction.atomic():
+        _lock()
+        _, old = stored()
+        return _write(values={**old, schedules.key_of(name): schedule.as_value()}, actor=actor, reason=reason)
+
+
+def schedule_items() -> list[dict[str, Any]]:
+    """Every declared schedule as it is now (its default, or its runtime value)."""
+    _, values = stored()
+    base = schedules.declared()
+    return [
+        {
+            "name": s.name,
+            "task": s.task,
+            "every_seconds": s.every_seconds,
+            "enabled": s.enabled,
+            "default_every_seconds": base[s.name].every_seconds,
+        }
+        for s in sorted(schedules.effective(values).values(), key=lambda s: s.name)
+    ]

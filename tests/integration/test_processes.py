@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -52,12 +53,14 @@ def test_consumer_commits_what_it_stored_and_stops_on_sigterm() -> None:
     assert committed(group, topic) == 5
 
 
-def test_outbox_publisher_stops_on_sigterm() -> None:
-    proc = start_command("publish_outbox")
+def test_outbox_publisher_stops_on_sigterm(tmp_path: Path) -> None:
+    log = tmp_path / "publisher.log"
+    proc = start_command("publish_outbox", log=log)
     try:
+        wait_for(lambda: "outbox publisher running" in log.read_text(), timeout=60, what="the publisher to run")
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(timeout=3)  # it runs until told to stop
     finally:
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, output
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, log.read_text()

@@ -7,6 +7,9 @@
     bos_config flags                            every feature flag and its targeting
     bos_config flag NAME --enabled true [--percent 10] [--tenants a,b] [--pipelines p]
                    [--description "…"] --reason "…"   create or change a flag (a new version)
+    bos_config schedules                        beat's schedules: interval, enabled, default
+    bos_config schedule NAME [--every N] [--enabled true|false] --reason "…"
+                                                change one (a new version; the active beat follows)
 
 Values are JSON (`250`, `0.5`, `true`); a bare word is a string. The actor is
 `system:<os user>` unless `--actor` says otherwise.
@@ -54,6 +57,13 @@ class Command(BaseCommand):
         flag.add_argument("--description", default="")
         flag.add_argument("--reason", required=True)
         flag.add_argument("--actor", default="")
+        sub.add_parser("schedules")
+        schedule = sub.add_parser("schedule")
+        schedule.add_argument("name")
+        schedule.add_argument("--every", type=int, help="seconds between runs")
+        schedule.add_argument("--enabled", choices=["true", "false"])
+        schedule.add_argument("--reason", required=True)
+        schedule.add_argument("--actor", default="")
 
     def handle(self, *args: Any, **options: Any) -> None:
         actor = options.get("actor") or f"system:{getpass.getuser()}"
@@ -83,6 +93,31 @@ class Command(BaseCommand):
                     reason=options["reason"],
                 )
                 self._version(row)
+            elif options["action"] == "schedules":
+                for item in store.schedule_items():
+                    state = "" if item["enabled"] else "  (disabled)"
+                    self.stdout.write(
+                        f"{item['name']}: every {item['every_seconds']} s{state}  "
+                        f"default {item['default_every_seconds']} s  task {item['task']}"
+                    )
+            elif options["action"] == "schedule":
+                value: dict[str, Any] = {}
+                if options["every"] is not None:
+                    value["every_seconds"] = options["every"]
+                if options["enabled"] is not None:
+                    value["enabled"] = options["enabled"] == "true"
+                current = {i["name"]: i for i in store.schedule_items()}.get(options["name"])
+                if current is not None:
+                    value = {
+                        "every_seconds": current["every_seconds"],
+                        "enabled": current["enabled"],
+                        **value,
+                    }
+                self._version(
+                    store.schedule_set(
+                        name=options["name"], value=value, actor=actor, reason=options["reason"]
+                    )
+                )
             elif options["action"] == "history":
                 for row in ConfigVersion.objects.order_by("-version")[: options["limit"]]:
                     self._version(row)

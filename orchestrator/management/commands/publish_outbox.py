@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand
 
 from orchestrator.kafka.publisher import OutboxPublisher
 from orchestrator.management.commands._loop import ShutdownFlag
+
+logger = logging.getLogger("orchestrator.kafka.publisher")
 
 
 class Command(BaseCommand):
@@ -17,6 +20,7 @@ class Command(BaseCommand):
         stop = ShutdownFlag()
         stop.install()
         publisher = OutboxPublisher(should_stop=stop)
+        logger.info("outbox publisher running (SIGTERM stops it after the round in hand)")
         try:
             publisher.run()
         finally:
