@@ -57,7 +57,9 @@ def test_outbox_publisher_stops_on_sigterm(tmp_path: Path) -> None:
     log = tmp_path / "publisher.log"
     proc = start_command("publish_outbox", log=log)
     try:
-        wait_for(lambda: "outbox publisher running" in log.read_text(), timeout=60, what="the publisher to run")
+        wait_for(
+            lambda: "outbox publisher running" in log.read_text(), timeout=60, what="the publisher to run"
+        )
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(timeout=3)  # it runs until told to stop
     finally:
