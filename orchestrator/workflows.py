@@ -132,7 +132,11 @@ def runs_here(batch: Batch, mode: str, *, inline: bool) -> bool:
     execution functions a chunk task uses (`orchestrator.services.execution`), in the
     caller's transaction; states, history, events and results are the same either way.
     Sub-pipelines are always sent."""
-    return inline and mode != "sub_pipeline" and batch.items_total <= runtime("inline_max_items")
+    return (
+        inline
+        and mode != "sub_pipeline"
+        and batch.items_total <= runtime("inline_max_items", tenant=batch.tenant_id)
+    )
 
 
 def _sig(name: str, *args: Any, queue: str | None, log: Mapping[str, str] | None = None) -> Signature:

@@ -33,6 +33,10 @@ class ConfigItemOutSerializer(serializers.Serializer):
     version = serializers.IntegerField()
     changed_by = serializers.CharField(allow_null=True)
     changed_at = serializers.DateTimeField(allow_null=True)
+    tenant_values = serializers.DictField(
+        child=serializers.JSONField(),
+        help_text="per-tenant values (settings of scope `tenant`), by tenant slug",
+    )
 
 
 class ConfigListOutSerializer(serializers.Serializer):
@@ -42,6 +46,9 @@ class ConfigListOutSerializer(serializers.Serializer):
 class ConfigSetInSerializer(serializers.Serializer):
     value = serializers.JSONField()
     reason = serializers.CharField(max_length=2000)
+    tenant = serializers.SlugField(
+        required=False, help_text="set the value for this tenant only (settings of scope `tenant`)"
+    )
 
 
 class ConfigRollbackInSerializer(serializers.Serializer):
@@ -85,7 +92,10 @@ def config_set_view(request: Request, key: str) -> Response:
     body = ConfigSetInSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     store.config_set(
-        changes={key: body.validated_data["value"]}, actor=actor, reason=body.validated_data["reason"]
+        changes={key: body.validated_data["value"]},
+        actor=actor,
+        reason=body.validated_data["reason"],
+        tenant=body.validated_data.get("tenant"),
     )
     return Response(ConfigItemOutSerializer(_item(key)).data)
 

@@ -31,6 +31,12 @@ Settings are of two kinds:
   threshold above the maximum items), is refused with HTTP 400 `invalid_config` naming the
   key and the rule; the same rules hold for the variables at start-up.
 
+Runtime settings of scope **tenant** may also have a value per tenant
+(`PUT /api/v1/config/{key}/` with `"tenant": "acme"`, `bos_config set KEY VALUE --tenant acme`):
+that tenant's batches use it, the others the global value. A tenant's value is a version
+like any change (history key `tenant.<slug>.<key>`), undone by a rollback, and every
+tenant's combination must stay valid when a global value changes.
+
 How a process sees a change: the database holds every version, Redis the current one
 (`bos:config:current`). Each process keeps the values in a dict. A change is announced
 on the Redis channel `bos:config:changed` once committed, and a subscriber thread in every

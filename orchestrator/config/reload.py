@@ -22,6 +22,7 @@ from django.db import DatabaseError
 from orchestrator.config import invalidation
 from orchestrator.config.flags import Flag, is_flag_key, key_of, parse_flag
 from orchestrator.config.registry import RUNTIME, ConfigInvalid
+from orchestrator.config.scopes import is_tenant_key, tenant_key
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ class _Cache:
     def __init__(self) -> None:
         self.version = -1  # never loaded
         self.values: dict[str, Any] = {}
+        self.has_tenant_values = False
+        self.slugs: dict[int, str] | None = None  # tenant id → slug, for per-tenant values
         self.next_check = 0.0
         self.error = ""
         self.error_since: float | None = None
@@ -39,14 +42,39 @@ class _Cache:
 _cache = _Cache()
 
 
-def runtime(key: str) -> Any:
-    """The current value of the runtime setting `key` (registry.RUNTIME)."""
+def runtime(key: str, *, tenant: str | int | None = None) -> Any:
+    """The current value of the runtime setting `key` (registry.RUNTIME) — for `tenant`
+    (a slug or a tenant id) its own value when it has one and the setting's scope is
+    `tenant`, else the global value."""
     if time.monotonic() >= _cache.next_check:
         refresh()
+    if tenant is not None and _cache.has_tenant_values:
+        slug = tenant if isinstance(tenant, str) else _slug_of(tenant)
+        if slug is not None:
+            own = _cache.values.get(tenant_key(slug, key))
+            if own is not None:
+                return own
     try:
         return _cache.values[key]
     except KeyError:
         return getattr(settings, RUNTIME[key].env)
+
+
+def _slug_of(tenant_id: int) -> str | None:
+    """The slug of a tenant id, from a map made once per adopted version (one query, only
+    when a version holds per-tenant values)."""
+    if _cache.slugs is None:
+        from orchestrator.models import Tenant
+
+        try:
+            _cache.slugs = dict(Tenant.objects.values_list("id", "slug"))
+        except DatabaseError as exc:
+            log.warning("per-tenant configuration: tenants unreadable (%s); using global values", exc)
+            return None
+    slug = _cache.slugs.get(tenant_id)
+    if slug is None:  # a tenant made since: read again next time
+        _cache.slugs = None
+    return slug
 
 
 def runtime_flag(name: str) -> Flag | None:
@@ -64,7 +92,11 @@ def runtime_flag(name: str) -> Flag | None:
 
 
 def _known(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if key in RUNTIME or is_flag_key(key)}
+    return {
+        key: value
+        for key, value in values.items()
+        if key in RUNTIME or is_flag_key(key) or is_tenant_key(key)
+    }
 
 
 def adopt(version: int, values: dict[str, Any]) -> None:
@@ -72,6 +104,8 @@ def adopt(version: int, values: dict[str, Any]) -> None:
     if version != _cache.version:
         log.info("runtime configuration version %s adopted (was %s)", version, _cache.version)
     _cache.values = _known(values)
+    _cache.has_tenant_values = any(is_tenant_key(key) for key in _cache.values)
+    _cache.slugs = None
     _cache.version = version
 
 
@@ -142,4 +176,5 @@ def status() -> dict[str, Any]:
 def reset() -> None:
     """Forget every value (tests: a new database)."""
     _cache.version, _cache.values, _cache.next_check = -1, {}, 0.0
+    _cache.has_tenant_values, _cache.slugs = False, None
     _cache.error, _cache.error_since = "", None

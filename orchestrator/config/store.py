@@ -17,8 +17,8 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
-from orchestrator.config import flags, invalidation, schedules
-from orchestrator.config.registry import RUNTIME, ConfigInvalid, validate
+from orchestrator.config import flags, invalidation, schedules, scopes
+from orchestrator.config.registry import RUNTIME, ConfigInvalid, Scope, check_combinations, parse, validate
 from orchestrator.errors import InvalidRequest, NotFound
 from orchestrator.models import ConfigVersion
 
@@ -130,21 +130,65 @@ def _lock() -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
 
 
-def config_set(*, changes: Mapping[str, Any], actor: str, reason: str) -> ConfigVersion:
-    """Set runtime keys (raw values are parsed); InvalidConfig names the key and rule."""
+def config_set(
+    *, changes: Mapping[str, Any], actor: str, reason: str, tenant: str | None = None
+) -> ConfigVersion:
+    """Set runtime keys (raw values are parsed) — globally, or for one `tenant` (a slug)
+    where the setting's scope is `tenant`; InvalidConfig names the key and rule."""
     if not reason.strip():
         raise InvalidRequest("invalid_request", "a reason is required")
     with transaction.atomic():
         _lock()
         _, old = stored()
         try:
-            merged = validate(
-                changes, {**defaults(), **{k: v for k, v in old.items() if not flags.is_flag_key(k)}}
-            )
+            if tenant is None:
+                merged = validate(changes, _effective(old))
+                values = {**old, **{key: merged[key] for key in changes}}
+            else:
+                _check_tenant(tenant, changes)
+                merged = validate(changes, {**_effective(old), **_tenant_values(old, tenant)})
+                values = {**old, **{scopes.tenant_key(tenant, key): merged[key] for key in changes}}
+            _check_every_tenant(values)
         except ConfigInvalid as exc:
             raise InvalidConfig(exc) from exc
-        values = {**old, **{key: merged[key] for key in changes}}
         return _write(values=values, actor=actor, reason=reason)
+
+
+def _effective(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Every runtime key's global value under the stored overrides `values`."""
+    return {**defaults(), **{k: v for k, v in values.items() if k in RUNTIME}}
+
+
+def _tenant_values(values: Mapping[str, Any], tenant: str) -> dict[str, Any]:
+    own = {}
+    for stored_key, value in values.items():
+        split = scopes.split_tenant_key(stored_key)
+        if split is not None and split[0] == tenant:
+            own[split[1]] = value
+    return own
+
+
+def _check_tenant(tenant: str, changes: Mapping[str, Any]) -> None:
+    from orchestrator.models import Tenant
+
+    for key in changes:
+        setting = RUNTIME.get(key)
+        if setting is not None and setting.scope is not Scope.TENANT:
+            raise ConfigInvalid(key, "scope", "is global: it has no per-tenant value")
+    if not Tenant.objects.filter(slug=tenant).exists():
+        raise ConfigInvalid(next(iter(changes), "tenant"), "known_tenant", f"no tenant {tenant!r}")
+
+
+def _check_every_tenant(values: Mapping[str, Any]) -> None:
+    """A global change must leave every tenant's combination valid too (a lower global
+    `max_items` under a tenant's `inline_max_items`, say)."""
+    base = _effective(values)
+    tenants = {split[0] for k in values if (split := scopes.split_tenant_key(k)) is not None}
+    for tenant in sorted(tenants):
+        try:
+            check_combinations({**base, **_tenant_values(values, tenant)})
+        except ConfigInvalid as exc:
+            raise ConfigInvalid(exc.key, exc.rule, f"for tenant {tenant}: {exc}") from exc
 
 
 def config_rollback(*, version: int, actor: str, reason: str) -> ConfigVersion:
@@ -165,6 +209,11 @@ def config_rollback(*, version: int, actor: str, reason: str) -> ConfigVersion:
             for key, value in target.items():
                 if flags.is_flag_key(key):
                     flags.parse_flag(key.removeprefix(flags.PREFIX), value)
+            for key, value in target.items():
+                split = scopes.split_tenant_key(key)
+                if split is not None:
+                    parse(RUNTIME[split[1]], value)
+            _check_every_tenant(target)
             # A schedule no longer declared is ignored (schedules.effective); others are checked.
             schedules.effective(target)
         except ConfigInvalid as exc:
@@ -197,6 +246,11 @@ def config_items() -> list[dict[str, Any]]:
                 "version": last.version if last else 0,
                 "changed_by": last.actor if last else None,
                 "changed_at": last.at if last else None,
+                "tenant_values": {
+                    split[0]: value
+                    for stored_key, value in sorted(values.items())
+                    if (split := scopes.split_tenant_key(stored_key)) is not None and split[1] == key
+                },
             }
         )
     return items

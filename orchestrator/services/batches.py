@@ -61,10 +61,10 @@ class BatchCreateResult:
 def _check_request(request: BatchRequest) -> None:
     if not request.items:
         raise InvalidRequest("no_items", "a batch needs at least one item")
-    if len(request.items) > runtime("max_items"):
+    if len(request.items) > runtime("max_items", tenant=request.tenant):
         raise InvalidRequest(
             "too_many_items",
-            f"{len(request.items)} items; at most {runtime('max_items')} are allowed",
+            f"{len(request.items)} items; at most {runtime('max_items', tenant=request.tenant)} are allowed",
         )
     keys = [item["key"] for item in request.items]
     if len(set(keys)) != len(keys):
@@ -182,7 +182,7 @@ def phase_runs_for(batch: Batch, plan: PipelinePlan) -> list[PhaseRun]:
             chunks_total=len(chunk_bounds(batch.items_total, chunk_size)) if spec.mode == "per_item" else 1,
         )
         for position, spec in enumerate(plan.phases)
-        for chunk_size in [spec.chunk_size or runtime("chunk_size")]
+        for chunk_size in [spec.chunk_size or runtime("chunk_size", tenant=batch.tenant_id)]
     ]
 
 

@@ -80,12 +80,13 @@ class RetryChunk(Exception):
         self.delay, self.reason, self.attempt_used, self.waiting_on = delay, reason, attempt_used, waiting_on
 
 
-def retry_policy(spec_retry: Mapping[str, Any]) -> dict[str, float]:
+def retry_policy(spec_retry: Mapping[str, Any], *, tenant_id: int) -> dict[str, float]:
+    """A phase's retry policy: its definition's, else the runtime settings (the tenant's own)."""
     return {
-        "max_attempts": spec_retry.get("max_attempts", runtime("retry_max_attempts")),
-        "base": spec_retry.get("base", runtime("retry_base_seconds")),
-        "cap": spec_retry.get("cap", runtime("retry_cap_seconds")),
-        "jitter": spec_retry.get("jitter", runtime("retry_jitter")),
+        "max_attempts": spec_retry.get("max_attempts", runtime("retry_max_attempts", tenant=tenant_id)),
+        "base": spec_retry.get("base", runtime("retry_base_seconds", tenant=tenant_id)),
+        "cap": spec_retry.get("cap", runtime("retry_cap_seconds", tenant=tenant_id)),
+        "jitter": spec_retry.get("jitter", runtime("retry_jitter", tenant=tenant_id)),
     }
 
 
@@ -94,7 +95,9 @@ def wait_limit(batch: Batch, phase_started_at: datetime | None) -> datetime:
     `BOS_MAX_WAIT_SECONDS` after its phase started. Bounded by time, never by a count."""
     if batch.deadline is not None:
         return batch.deadline
-    return (phase_started_at or timezone.now()) + timedelta(seconds=runtime("max_wait_seconds"))
+    return (phase_started_at or timezone.now()) + timedelta(
+        seconds=runtime("max_wait_seconds", tenant=batch.tenant_id)
+    )
 
 
 def _hold_for_retry(*, phase_run_id: int, start: int, owner: str, delay: float) -> None:
@@ -121,7 +124,10 @@ def _wait_or_give_up(
 
 def _backoff(running: RunningPhase, attempt: int) -> float | None:
     """The wait before the next attempt by the phase's retry policy; None after the last."""
-    policy = retry_policy(pipeline_plan(running.batch.pipeline_version).phase(running.phase.name).retry)
+    policy = retry_policy(
+        pipeline_plan(running.batch.pipeline_version).phase(running.phase.name).retry,
+        tenant_id=running.batch.tenant_id,
+    )
     if attempt >= policy["max_attempts"]:
         return None
     return backoff_delay(

@@ -2,6 +2,7 @@
 
     bos_config get [KEY]                        every runtime setting (or one): value, default
     bos_config set KEY VALUE --reason "…"       a new version (validated like the API)
+                     [--tenant SLUG]            … for one tenant (settings of scope tenant)
     bos_config history [--limit N]              versions, newest first: who, when, why, diff
     bos_config rollback VERSION --reason "…"    every key back to its value at VERSION
     bos_config flags                            every feature flag and its targeting
@@ -40,6 +41,7 @@ class Command(BaseCommand):
         put.add_argument("key")
         put.add_argument("value")
         put.add_argument("--reason", required=True)
+        put.add_argument("--tenant", help="this tenant's own value (settings of scope tenant)")
         put.add_argument("--actor", default="")
         history = sub.add_parser("history")
         history.add_argument("--limit", type=int, default=20)
@@ -75,6 +77,7 @@ class Command(BaseCommand):
                     changes={options["key"]: from_text(options["value"])},
                     actor=actor,
                     reason=options["reason"],
+                    tenant=options.get("tenant"),
                 )
                 self._version(row)
             elif options["action"] == "flags":
@@ -139,8 +142,9 @@ class Command(BaseCommand):
                 raise CommandError(f"{key} is not a runtime setting")
         for item in items:
             changed = f" (v{item['version']}, {item['changed_by']})" if item["changed_by"] else ""
+            tenants = "".join(f"  {t}: {json.dumps(v)}" for t, v in item["tenant_values"].items())
             self.stdout.write(
-                f"{item['key']} = {json.dumps(item['value'])}  default {json.dumps(item['default'])}{changed}"
+                f"{item['key']} = {json.dumps(item['value'])}  default {json.dumps(item['default'])}{changed}{tenants}"
             )
 
     def _flags(self) -> None:
