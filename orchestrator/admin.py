@@ -546,11 +546,19 @@ def breakers_page(request: HttpRequest) -> HttpResponse:
 
 
 class ConfigChangeForm(forms.ModelForm):  # type: ignore[type-arg]
-    """A new version of the runtime configuration: one key, its value (JSON), why.
-    Validated by the same function as the API and `bos_config` (registry.validate)."""
+    """A new version of the runtime configuration: one key, its value (JSON), why — a
+    setting (for every tenant or one), a feature flag or a schedule of beat. Validated by
+    the same functions as the API and `bos_config` (orchestrator.config.store)."""
 
-    key = forms.ChoiceField(choices=[(k, k) for k in sorted(config_registry.RUNTIME)])
-    value = forms.CharField(help_text="JSON: 250, 0.5, true")
+    key = forms.CharField(
+        help_text="a runtime setting (chunk_size), flag.<name> or schedule.<name>",
+        widget=forms.TextInput(attrs={"size": 40}),
+    )
+    tenant = forms.SlugField(required=False, help_text="only for this tenant (settings of scope tenant)")
+    value = forms.CharField(
+        help_text='JSON: 250, 0.5, true; a flag {"enabled": true, "percent": 10, "tenants": ["acme"]}; '
+        'a schedule {"every_seconds": 30, "enabled": true}'
+    )
     reason = forms.CharField(widget=forms.Textarea)
 
     class Meta:
@@ -562,7 +570,7 @@ class ConfigChangeForm(forms.ModelForm):  # type: ignore[type-arg]
         if "key" in data and "value" in data:
             data["value"] = config_registry.from_text(data["value"])
             try:
-                config_registry.validate({data["key"]: data["value"]}, config_store.current_values())
+                config_store.validate_change(data["key"], data["value"], tenant=data.get("tenant") or None)
             except config_registry.ConfigInvalid as exc:
                 raise forms.ValidationError(f"invalid_config: {exc} (rule: {exc.rule})") from exc
         return data
@@ -578,7 +586,7 @@ class ConfigVersionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     readonly_fields = ["version", "at", "actor", "reason", "changes", "values", "rollback_of"]
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-        return tuple(self.readonly_fields) if obj else ("key", "value", "reason")
+        return tuple(self.readonly_fields) if obj else ("key", "tenant", "value", "reason")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return list(self.readonly_fields) if obj else []
@@ -599,9 +607,11 @@ class ConfigVersionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
     def save_model(self, request: HttpRequest, obj: ConfigVersion, form: Any, change: bool) -> None:
-        row = config_store.config_set(
-            changes={form.cleaned_data["key"]: form.cleaned_data["value"]},
+        row = config_store.change(
+            key=form.cleaned_data["key"],
+            value=form.cleaned_data["value"],
             actor=f"user:{request.user.get_username()}",
             reason=form.cleaned_data["reason"],
+            tenant=form.cleaned_data.get("tenant") or None,
         )
         obj.pk, obj.version, obj.at = row.pk, row.version, row.at

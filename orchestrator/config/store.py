@@ -324,3 +324,29 @@ def schedule_items() -> list[dict[str, Any]]:
         }
         for s in sorted(schedules.effective(values).values(), key=lambda s: s.name)
     ]
+
+
+def validate_change(key: str, value: Any, *, tenant: str | None = None) -> None:
+    """Check one change as `change` would make it, writing nothing; ConfigInvalid names
+    the key and the rule (the admin's form shows it before anything is saved)."""
+    if flags.is_flag_key(key):
+        flags.parse_flag(key.removeprefix(flags.PREFIX), value)
+    elif schedules.is_schedule_key(key):
+        schedules.parse_schedule(key.removeprefix(schedules.PREFIX), value)
+    elif tenant is not None:
+        _check_tenant(tenant, {key: value})
+        _, old = stored()
+        validate({key: value}, {**_effective(old), **_tenant_values(old, tenant)})
+    else:
+        _, old = stored()
+        validate({key: value}, _effective(old))
+
+
+def change(*, key: str, value: Any, actor: str, reason: str, tenant: str | None = None) -> ConfigVersion:
+    """One change of any kind — a setting (globally or for a tenant), a flag
+    (`flag.<name>`) or a schedule (`schedule.<name>`) — as a new version."""
+    if flags.is_flag_key(key):
+        return flag_set(name=key.removeprefix(flags.PREFIX), value=value, actor=actor, reason=reason)
+    if schedules.is_schedule_key(key):
+        return schedule_set(name=key.removeprefix(schedules.PREFIX), value=value, actor=actor, reason=reason)
+    return config_set(changes={key: value}, actor=actor, reason=reason, tenant=tenant)

@@ -229,6 +229,42 @@ def test_the_admin_adds_a_version_through_the_same_validation() -> None:
     assert other.get("/admin/orchestrator/configversion/").status_code == 403
 
 
+def test_the_admin_sets_flags_schedules_and_tenant_values_through_the_same_functions() -> None:
+    from django_celery_beat.models import PeriodicTask
+
+    from orchestrator.models import Tenant
+
+    Tenant.objects.create(slug="acme")
+    root = get_user_model().objects.create(username="admin-root", is_superuser=True, is_staff=True)
+    client = Client()
+    client.force_login(root)
+    add = "/admin/orchestrator/configversion/add/"
+    flag = '{"enabled": true, "percent": 30, "tenants": ["acme"]}'
+    assert client.post(add, {"key": "flag.trial", "value": flag, "reason": "r"}).status_code == 302
+    assert (
+        client.post(
+            add, {"key": "schedule.snapshots", "value": '{"every_seconds": 90}', "reason": "r"}
+        ).status_code
+        == 302
+    )
+    assert (
+        client.post(add, {"key": "chunk_size", "tenant": "acme", "value": "12", "reason": "r"}).status_code
+        == 302
+    )
+    assert [i["percent"] for i in store.flag_items()] == [30]
+    assert PeriodicTask.objects.get(name="snapshots").interval.every == 90
+    assert runtime("chunk_size", tenant="acme") == 12
+
+    for key, value, tenant in [
+        ("flag.trial", '{"enabled": true, "percent": 130}', ""),
+        ("schedule.snapshots", '{"every_seconds": 0}', ""),
+        ("lag_alert_threshold", "5", "acme"),
+    ]:
+        refused = client.post(add, {"key": key, "tenant": tenant, "value": value, "reason": "r"})
+        assert refused.status_code == 200 and "invalid_config" in refused.content.decode(), key
+    assert ConfigVersion.objects.count() == 3
+
+
 def test_a_process_that_loses_redis_keeps_its_last_good_values_and_says_so(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 
 import pytest
@@ -110,3 +111,12 @@ def test_a_condition_asks_the_batch_s_flag_function() -> None:
     assert evaluate('flag("on") and batch.priority == 5', names)
     assert not evaluate('flag("off")', names)
     assert asked == ["on", "off"]
+
+
+def test_a_flag_at_30_percent_over_1000_batches_lands_within_5_points_and_is_sticky() -> None:
+    rng = random.Random(20261202)
+    batches = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(1000)]
+    flag = Flag("x", enabled=True, percent=30)
+    first = [on(flag, batch_id=b) for b in batches]
+    assert 25 <= 100 * sum(first) / len(batches) <= 35
+    assert [on(flag, batch_id=b) for b in batches] == first  # the same answer, asked again
