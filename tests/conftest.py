@@ -245,3 +245,14 @@ def held_batches(monkeypatch: pytest.MonkeyPatch) -> HeldSender:
     sender = HeldSender()
     monkeypatch.setattr("orchestrator.workflows.SENDER", sender)
     return sender
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run's own metrics folder goes with the run (tests/settings.py), once every
+    process it started has ended."""
+    import shutil
+    from pathlib import Path
+
+    folder = Path(os.environ.get("BOS_METRICS_DIR", ""))
+    if folder.name.startswith("metrics-test-"):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -128,6 +128,13 @@ def port(name: str, default: int) -> int:
     return value
 
 
+def metrics_dir() -> Path:
+    """The machine's metrics folder (docs/observability.md): BOS_METRICS_DIR, else
+    prometheus_client's own PROMETHEUS_MULTIPROC_DIR, else BOS_HOME/metrics."""
+    fallback = env.str("PROMETHEUS_MULTIPROC_DIR", default="") or str(BOS_HOME / "metrics")
+    return Path(str(env.str("BOS_METRICS_DIR", default=fallback))).resolve()
+
+
 def positive_int(name: str, default: int) -> int:
     try:
         value = int(env.int(name, default=default))

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand
 
 from orchestrator.kafka.publisher import OutboxPublisher
 from orchestrator.management.commands._loop import ShutdownFlag
+from orchestrator.observability.metrics import start_process_metrics
 
 
 class Command(BaseCommand):
@@ -16,6 +17,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         stop = ShutdownFlag()
         stop.install()
+        start_process_metrics("publisher")
         publisher = OutboxPublisher(should_stop=stop)
         try:
             publisher.run()
