@@ -130,9 +130,8 @@ def port(name: str, default: int) -> int:
 
 def metrics_dir() -> Path:
     """The machine's metrics folder (docs/observability.md): BOS_METRICS_DIR, else
-    prometheus_client's own PROMETHEUS_MULTIPROC_DIR, else BOS_HOME/metrics."""
-    fallback = env.str("PROMETHEUS_MULTIPROC_DIR", default="") or str(BOS_HOME / "metrics")
-    return Path(str(env.str("BOS_METRICS_DIR", default=fallback))).resolve()
+    BOS_HOME/metrics. BOS sets prometheus_client's PROMETHEUS_MULTIPROC_DIR from it."""
+    return Path(str(env.str("BOS_METRICS_DIR", default=str(BOS_HOME / "metrics")))).resolve()
 
 
 def positive_int(name: str, default: int) -> int:

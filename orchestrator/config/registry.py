@@ -698,7 +698,7 @@ SETTINGS: tuple[Setting, ...] = (
         "multiprocess folder, exported as `PROMETHEUS_MULTIPROC_DIR`); the web's `/metrics` "
         "adds them up ([observability.md](observability.md#metrics)).",
         _METRICS,
-        default_text="`$PROMETHEUS_MULTIPROC_DIR`, else `$BOS_HOME/metrics`",
+        default_text="`$BOS_HOME/metrics`",
     ),
     S(
         "BOS_METRICS_PORT",

@@ -9,8 +9,8 @@ What this module adds to the library:
   before the variable was set) and registers the process (`procs/<pid>`, with its start
   time, so a reused pid is not taken for a live process). A forked child (Celery prefork,
   gunicorn) registers itself right after the fork.
-- Several processes starting at once: all of it happens under an exclusive `flock` on
-  `.lock`. The first process to find no live registered process wipes the folder (values
+- Several processes starting at once: all of it happens under an exclusive lock on
+  `.lock` (`lockf`). The first process to find no live registered process wipes the folder (values
   left by an earlier run); every other one joins.
 - Processes that end: `leave()` at exit, `reap()` for those that died without it (at
   every start and every scrape). A dead process's live gauges go (`mark_process_dead`)
@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,16 +59,30 @@ _FILE = re.compile(r"^(?P<prefix>.+)_(?P<pid>\d+)\.db$")
 _state: dict[str, Any] = {"path": None, "pid": None}
 
 
+class _ThreadLock:
+    """Threads of one process take turns for the folder's lock (POSIX locks are per process)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+_threads = _ThreadLock()
+
+
 @contextlib.contextmanager
 def locked(path: Path, *, exclusive: bool = True) -> Iterator[None]:
-    """The folder's lock: exclusive for changes, shared for reading the values."""
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / LOCK_FILE, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    """The folder's lock: exclusive for changes, shared for reading the values.
+
+    A POSIX record lock (`lockf`), not `flock`: a process forked while holding it (a
+    prefork child made while a thread scrapes) does not inherit it, so it cannot keep
+    the folder locked after its parent let go.
+    """
+    with _threads.lock, open(path / LOCK_FILE, "a+") as handle:
+        fcntl.lockf(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
 def _start_time(pid: int) -> float | None:
@@ -139,6 +154,8 @@ def _forget(path: Path, pid: int) -> None:
 
 def reap(path: Path, pids: Iterable[int] | None = None) -> list[int]:
     """Forget processes that died (all found dead, or just `pids`); which were."""
+    if not path.is_dir():
+        return []
     with locked(path):
         dead = sorted(dead_processes(path) if pids is None else set(pids))
         for pid in dead:
@@ -158,6 +175,7 @@ def _wipe(path: Path) -> None:
 
 def join(path: Path) -> None:
     """Register this process; the first of a run wipes what an earlier run left."""
+    path.mkdir(parents=True, exist_ok=True)
     with locked(path):
         (path / PROCS).mkdir(exist_ok=True)
         known = registered(path)
@@ -175,7 +193,7 @@ def join(path: Path) -> None:
 def leave() -> None:
     """This process ends: its live gauges go, its totals move to the archive."""
     path = _state["path"]
-    if path is None or _state["pid"] != os.getpid():
+    if path is None or _state["pid"] != os.getpid() or not path.is_dir():
         return
     with contextlib.suppress(OSError), locked(path):
         _forget(path, os.getpid())
@@ -183,6 +201,8 @@ def leave() -> None:
 
 
 def _after_fork() -> None:
+    # The thread lock may have been held by a thread that does not exist in the child.
+    _threads.lock = threading.Lock()
     if _state["path"] is not None:
         join(_state["path"])
 
@@ -218,6 +238,8 @@ class LockedMultiProcessCollector(Collector):
         self._inner = MultiProcessCollector(None, path=str(path))
 
     def collect(self) -> Iterable[Any]:
+        if not self.path.is_dir():
+            return []
         reap(self.path)
         with locked(self.path, exclusive=False):
             return list(self._inner.collect())

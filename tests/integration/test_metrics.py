@@ -7,16 +7,21 @@ of docs/observability.md ("Metrics") must have samples, and no label may hold an
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.request
 from collections import defaultdict
+from typing import Any
 
 import pytest
+import yaml
 from django.db import connection
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
+from bos_project.settings.environment import BASE_DIR
+from orchestrator.breakers import breaker
 from orchestrator.kafka.publisher import OutboxPublisher
 from orchestrator.models import Batch, OutboxEvent
 from orchestrator.observability import metrics
@@ -34,6 +39,9 @@ pytestmark = [
 ]
 
 TENANTS = [f"metrics-{n}" for n in range(5)]
+MONITORING = BASE_DIR / "docs" / "monitoring"
+SERIES_OF_TYPE = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+METRIC_NAME = re.compile(r"\bbos_[a-z0-9_]+")
 UUID_LIKE = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I)
 # Families that must have samples after the run (process-local and scrape-time).
 FAMILIES = {
@@ -202,3 +210,57 @@ def test_a_machine_without_the_web_serves_its_metrics_on_bos_metrics_port(db: No
         families = parse(answer.read().decode())
     assert families.get("bos_process_resident_memory_bytes")  # the worker's, from the folder
     assert "bos_batches" not in families  # database families are the web's
+
+
+def dashboard_expressions(node: Any) -> list[str]:
+    """Every PromQL text of the dashboard: its panels' `expr`s and its variables' queries."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("expr", "definition") and isinstance(value, str):
+                found.append(value)
+            else:
+                found.extend(dashboard_expressions(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(dashboard_expressions(value))
+    return found
+
+
+def test_the_dashboard_and_the_alert_rules_use_only_metrics_that_exist(publisher: OutboxPublisher) -> None:
+    rules = yaml.safe_load((MONITORING / "prometheus-alerts.yml").read_text())
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+    assert {"alert", "expr"} <= set(alerts[0]) and all(isinstance(r["expr"], str) for r in alerts)
+    dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    expressions = [r["expr"] for r in alerts] + dashboard_expressions(dashboard)
+    used = {name for text in expressions for name in METRIC_NAME.findall(text)}
+    assert len(used) > 20
+
+    # Activity enough for every family to have samples: a completed and a failed batch
+    # through the worker, their events published, a slow query, a known breaker.
+    done = [
+        batch_create(request=batch_request(tenant="monitoring"), actor="test").batch.id,
+        batch_create(
+            request=batch_request(
+                tenant="monitoring", pipeline="explodes", items=[{"key": "a", "payload": {}}]
+            ),
+            actor="test",
+        ).batch.id,
+    ]
+    for batch_id in done:
+        wait_for_terminal(batch_id)
+    wait_for(lambda: publisher.publish_once() == 0, what="outbox drained")
+    with metered("task", lambda: "test.monitoring"), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(0.25)")
+    breaker("scoring")
+    client = Client()
+    client.get("/healthz")
+    body = client.get("/metrics").content.decode()
+    exposed = set()
+    for family in text_string_to_metric_families(body):
+        # A family /metrics declares offers its type's series, with samples yet or not
+        # (the SLA counters have none until the SLA work emits its events).
+        exposed.add(family.name)
+        exposed.update(family.name + suffix for suffix in SERIES_OF_TYPE.get(family.type, ()))
+        exposed.update(sample.name for sample in family.samples)
+    assert sorted(used - exposed) == []
