@@ -196,8 +196,17 @@ def start_process_metrics(kind: str) -> None:
         raise ValueError(f"unknown process kind {kind!r}; one of {', '.join(KINDS)}")
     if _process.kind == kind and _process.pid == os.getpid():
         return
-    _process.kind = kind
-    _start_sampler()
+    if _process.kind and _process.pid == os.getpid():
+        # A process that becomes another kind (embedded beat, forked from a worker) stops
+        # counting as the kind it was; its sampler goes on under the new kind.
+        PROCESSES.labels(_process.kind).set(0)
+        MEMORY.labels(_process.kind).set(0)
+        _process.kind = kind
+        PROCESSES.labels(kind).set(1)
+    else:
+        _process.kind = kind
+    if _process.pid != os.getpid() or _process.thread is None or not _process.thread.is_alive():
+        _start_sampler()
     if kind != "web" and settings.BOS_METRICS_PORT:
         from orchestrator.observability.exporter import serve_machine_metrics
 

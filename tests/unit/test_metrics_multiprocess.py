@@ -40,6 +40,25 @@ WRITER = textwrap.dedent(
 )
 
 
+# A process that forks a child (as Celery prefork and gunicorn do): the child counts on
+# its own, reports its pid, and ends with os._exit (no atexit, as a prefork child ends).
+FORKING = WRITER.replace(
+    'print("ready", flush=True)',
+    textwrap.dedent(
+        """
+        import os
+        child = os.fork()
+        if child == 0:
+            Counter("t_forked", "events of the child").inc(5)
+            os._exit(0)
+        os.waitpid(child, 0)
+        print(child, flush=True)
+        print("ready", flush=True)
+        """
+    ),
+)
+
+
 def start_writer(folder: Path, count: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(folder), str(count)],
@@ -133,3 +152,33 @@ def test_a_reused_pid_is_not_taken_for_a_live_process(tmp_path: Path) -> None:
     (tmp_path / multiprocess.PROCS / str(os.getpid())).write_text("0")
     assert os.getpid() not in multiprocess.dead_processes(tmp_path)  # never this process itself
     end(stays)
+
+
+def test_a_forked_child_registers_itself_and_its_counts_outlive_it(tmp_path: Path) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", FORKING, str(tmp_path), "1"],
+        cwd=BASE_DIR,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert parent.stdout.readline().strip() == "ready"
+    assert child in multiprocess.registered(tmp_path)  # registered right after the fork
+
+    seen = scrape(tmp_path)  # the child has ended: reaped, its counts archived
+    assert seen["t_forked_total"] == 5
+    assert seen["t_events_total"] == 1
+    assert seen["t_live"] == 1
+    assert child not in multiprocess.registered(tmp_path)
+    end(parent)
+
+
+def test_labels_beyond_the_cap_count_as_other() -> None:
+    from orchestrator.observability.metrics import OTHER, UNKNOWN, BoundedLabel
+
+    tenants = BoundedLabel(2)
+    assert [tenants(t) for t in ("a", "b", "c", "a", "d", "b")] == ["a", "b", OTHER, "a", OTHER, "b"]
+    assert tenants(None) == OTHER  # the cap is full: `unknown` would be a third value
+    assert BoundedLabel(5)("") == UNKNOWN
