@@ -241,7 +241,7 @@ class OutboxPublisher:
                 published_at = timezone.now()
                 OutboxEvent.objects.filter(id__in=sent).update(published_at=published_at)
                 latencies = [(published_at - stored_at[row_id]).total_seconds() for row_id in sent]
-                transaction.on_commit(partial(metrics.record_published, latencies))
+                transaction.on_commit(partial(metrics.record_published, latencies), robust=True)
             for reason, ids in _by_reason(failed).items():
                 OutboxEvent.objects.filter(id__in=ids).update(attempts=F("attempts") + 1, last_error=reason)
         if failed:

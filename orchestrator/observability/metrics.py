@@ -14,10 +14,14 @@ and tasks are those the code declares; methods outside the HTTP set are `other`.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec
 
 import psutil
 from django.conf import settings
@@ -26,6 +30,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from orchestrator.observability import multiprocess
 
 multiprocess.activate(Path(settings.BOS_METRICS_DIR))
+
+logger = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 MAX_TENANTS = 100
 MAX_PIPELINES = 50
@@ -181,7 +188,9 @@ def _start_sampler() -> None:
 
 
 def _after_fork() -> None:
-    # Threads do not survive a fork: a child (Celery prefork, gunicorn) samples itself.
+    # Threads do not survive a fork: a child (Celery prefork, gunicorn) samples itself,
+    # with a lock of its own (the sampler may have held the parent's at the fork).
+    _process.lock = threading.Lock()
     if _process.kind:
         _start_sampler()
 
@@ -213,12 +222,28 @@ def start_process_metrics(kind: str) -> None:
         serve_machine_metrics(settings.BOS_METRICS_ADDRESS, settings.BOS_METRICS_PORT)
 
 
+def never_raises(record: Callable[P, None]) -> Callable[P, None]:
+    """A metric that cannot be recorded (a full disk under the folder) is logged; the
+    request, task or publish it measured goes on."""
+
+    @functools.wraps(record)
+    def safe(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            record(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - metrics must never break the work they measure
+            logger.warning("metric not recorded by %s", record.__name__, exc_info=True)
+
+    return safe
+
+
+@never_raises
 def record_http_request(*, view: str, method: str, status: int, seconds: float) -> None:
     m = method_label(method)
     HTTP_REQUESTS.labels(view, m, str(status)).inc()
     HTTP_DURATION.labels(view, m).observe(seconds)
 
 
+@never_raises
 def record_batch_finished(
     *, pipeline: str, tenant: str, outcome: str, items_succeeded: int, items_failed: int
 ) -> None:
@@ -228,6 +253,7 @@ def record_batch_finished(
     ITEMS_FINISHED.labels(p, t, "failed").inc(max(0, items_failed))
 
 
+@never_raises
 def record_task_started(*, task: str, queue: str, waited: float | None) -> None:
     if not _process.runs_tasks:
         with _process.lock:
@@ -237,21 +263,25 @@ def record_task_started(*, task: str, queue: str, waited: float | None) -> None:
         TASK_QUEUE_WAIT.labels(task, queue or UNKNOWN).observe(max(0.0, waited))
 
 
+@never_raises
 def record_task_finished(*, task: str, state: str, seconds: float) -> None:
     TASK_DURATION.labels(task, state or UNKNOWN).observe(seconds)
     BUSY_SECONDS.labels(process_kind()).inc(seconds)
 
 
+@never_raises
 def record_items_processed(count: int) -> None:
     if count > 0:
         ITEMS_PROCESSED.labels(process_kind()).inc(count)
 
 
+@never_raises
 def record_published(latencies: list[float]) -> None:
     for seconds in latencies:
         OUTBOX_PUBLISH_LATENCY.observe(max(0.0, seconds))
 
 
+@never_raises
 def record_db_usage(*, scope: str, name: str, queries: int, seconds: float, slow: int) -> None:
     DB_QUERIES.labels(scope, name).observe(queries)
     DB_SECONDS.labels(scope, name).observe(seconds)

@@ -166,7 +166,9 @@ def transition(
     batch.state = to.value
     batch.finished_at = at if to in BATCH_TERMINAL else None
     if to in BATCH_TERMINAL:
-        transaction.on_commit(partial(_count_finished, batch, to.value))
+        # robust: a failure to count is logged and never keeps the callbacks after it
+        # (tasks to enqueue, items to settle) from running.
+        transaction.on_commit(partial(_count_finished, batch, to.value), robust=True)
     return row
 
 

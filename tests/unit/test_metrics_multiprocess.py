@@ -182,3 +182,16 @@ def test_labels_beyond_the_cap_count_as_other() -> None:
     assert [tenants(t) for t in ("a", "b", "c", "a", "d", "b")] == ["a", "b", OTHER, "a", OTHER, "b"]
     assert tenants(None) == OTHER  # the cap is full: `unknown` would be a third value
     assert BoundedLabel(5)("") == UNKNOWN
+
+
+def test_a_metric_that_cannot_be_recorded_is_logged_and_the_work_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from orchestrator.observability.metrics import never_raises
+
+    @never_raises
+    def record_on_a_full_disk(value: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    record_on_a_full_disk(1)
+    assert "metric not recorded by record_on_a_full_disk" in caplog.text
