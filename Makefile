@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install browsers run demo test lint docs typecheck schemas bench bench-ingest bench-check services services-down clean
+.PHONY: install browsers run demo test lint docs typecheck schemas bench bench-ingest bench-check bench-metrics services services-down clean
 
 install: $(STAMP)
 
@@ -72,6 +72,10 @@ bench-check: install
 # The Kafka consumer's ingest rate beside a plain kafka-python loop (docs/benchmarks.md).
 bench-ingest: install
 	$(PY) -m bos_project.devservices run -- $(PY) -m benchmarks.ingest $(BENCH_ARGS)
+
+# What the metrics cost per query, per request and task, per scrape (docs/benchmarks.md).
+bench-metrics: install
+	$(PY) -m bos_project.devservices run -- $(PY) -m benchmarks.metrics_overhead
 
 services: install
 	$(PY) -m bos_project.devservices up

@@ -2,6 +2,8 @@
 
 Logging: Celery uses Django's LOGGING (the structlog pipeline) instead of its own, and
 every task runs in the correlation context of whoever sent it (orchestrator/observability).
+Metrics: queue wait, duration and database use per task, and each process's memory
+(orchestrator/observability/task_metrics.py, metrics.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
+from celery.signals import (
+    beat_init,
+    before_task_publish,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_shutdown,
+)
 
 from orchestrator.observability import context
 
@@ -81,3 +91,51 @@ def _drop_broken_connections(**kwargs: Any) -> None:
     for conn in connections.all(initialized_only=True):
         if conn.errors_occurred:
             conn.close_if_unusable_or_obsolete()
+
+
+# --- metrics (docs/observability.md "Metrics") ---
+
+
+@before_task_publish.connect
+def _stamp_sent_at(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    from orchestrator.observability import task_metrics
+
+    task_metrics.stamp_sent(headers)
+
+
+@task_prerun.connect
+def _meter_task(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
+    from orchestrator.observability import task_metrics
+
+    task_metrics.task_started(task_id, task)
+
+
+@task_postrun.connect
+def _record_task(
+    task_id: str | None = None, task: Any = None, state: str | None = None, **kwargs: Any
+) -> None:
+    from orchestrator.observability import task_metrics
+
+    task_metrics.task_finished(task_id, task, state)
+
+
+@worker_init.connect
+def _worker_metrics(**kwargs: Any) -> None:
+    from orchestrator.observability import metrics
+
+    metrics.start_process_metrics("worker")
+
+
+@beat_init.connect
+def _beat_metrics(**kwargs: Any) -> None:
+    from orchestrator.observability import metrics
+
+    metrics.start_process_metrics("beat")
+
+
+@worker_process_shutdown.connect
+def _leave_metrics(**kwargs: Any) -> None:
+    """A prefork child ends with os._exit (no atexit): its live gauges go now."""
+    from orchestrator.observability import multiprocess
+
+    multiprocess.leave()

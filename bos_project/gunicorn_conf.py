@@ -1,10 +1,16 @@
 """Gunicorn's settings (`gunicorn -c python:bos_project.gunicorn_conf`): its error and access
 logs go through the same structlog pipeline as Django's (BOS_LOG_FORMAT), and each access
-line carries the request's `correlation_id` (from the `X-Correlation-ID` response header)."""
+line carries the request's `correlation_id` (from the `X-Correlation-ID` response header).
+Metrics: the master registers in the machine's metrics folder (`on_starting`), so the folder
+outlives its workers (recycled by `--max-requests`, restarted after a crash) instead of
+being taken for an earlier run's and wiped; a worker that exits is forgotten at once
+(`child_exit`)."""
 
 from __future__ import annotations
 
-from bos_project.settings.environment import bos_env, env
+from typing import Any
+
+from bos_project.settings.environment import bos_env, env, metrics_dir
 from orchestrator.observability.logging import log_format, logging_config
 
 _config = logging_config(
@@ -21,3 +27,18 @@ _config["loggers"].update(
 logconfig_dict = _config
 # The response header is named so that AccessLogCorrelation can make it the line's field.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms %({x-correlation-id}o)s'
+
+
+def on_starting(server: Any) -> None:
+    """The master joins the metrics folder; its workers, forked from it, register themselves."""
+    from orchestrator.observability import multiprocess
+
+    multiprocess.activate(metrics_dir())
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A gunicorn worker ended: its live gauges go, its totals move to the archive
+    (orchestrator/observability/multiprocess.py), without waiting for the next scrape."""
+    from orchestrator.observability import multiprocess
+
+    multiprocess.reap(metrics_dir(), [worker.pid])

@@ -386,6 +386,12 @@ class OutboxEvent(models.Model):
             models.Index(fields=["id"], name="outbox_unpublished", condition=Q(published_at__isnull=True)),
             # events_replay --since/--until selects on the time an event was stored.
             models.Index(fields=["created_at"], name="outbox_created_at"),
+            # /metrics counts the SLA events at every scrape (orchestrator/api/metrics.py).
+            models.Index(
+                fields=["event_type"],
+                name="outbox_sla_events",
+                condition=Q(event_type__in=["batch.sla_at_risk", "batch.sla_breached"]),
+            ),
         ]
 
 

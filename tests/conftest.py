@@ -245,3 +245,21 @@ def held_batches(monkeypatch: pytest.MonkeyPatch) -> HeldSender:
     sender = HeldSender()
     monkeypatch.setattr("orchestrator.workflows.SENDER", sender)
     return sender
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run's own metrics folder goes with the run (tests/settings.py), once every
+    process it started has ended; so do folders other test-settings processes left
+    (mypy's Django plugin loads tests.settings too) that no live process uses."""
+    import shutil
+    from pathlib import Path
+
+    from orchestrator.observability import multiprocess
+
+    folder = Path(os.environ.get("BOS_METRICS_DIR", ""))
+    if not folder.name.startswith("metrics-test-"):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    for other in folder.parent.glob("metrics-test-*"):
+        if not set(multiprocess.registered(other)) - multiprocess.dead_processes(other):
+            shutil.rmtree(other, ignore_errors=True)

@@ -37,6 +37,11 @@ if "BOS_SCORING_PORT" not in os.environ:
     with socket.socket() as _probe:
         _probe.bind(("127.0.0.1", 0))
         os.environ["BOS_SCORING_PORT"] = str(_probe.getsockname()[1])
+# The run's own metrics folder (BOS_METRICS_DIR), shared with the processes it starts and
+# removed at the end (tests/conftest.py): a test run never adds to a `make run`'s metrics.
+os.environ.setdefault(
+    "BOS_METRICS_DIR", os.path.join(os.environ.get("BOS_HOME", ".bos"), f"metrics-test-{_RUN}")
+)
 # Test workers close connections after each task, so the test database can be dropped.
 os.environ.setdefault("BOS_DB_CONN_MAX_AGE", "0")
 

@@ -9,6 +9,7 @@ from bos_project.settings.environment import (
     env,
     json_value,
     kafka_bootstrap,
+    metrics_dir,
     positive_int,
 )
 from bos_project.settings.environment import bos_env as _bos_env
@@ -159,6 +160,20 @@ if not 0.0 <= BOS_SERVICE_DEGRADED_BELOW <= 1.0:
 BOS_KAFKA_END_OFFSETS = choice("BOS_KAFKA_END_OFFSETS", ("highwater", "list_offsets"), "highwater")
 # Longest time /metrics spends asking the broker for the consumer lag.
 BOS_LAG_METRICS_TIMEOUT_SECONDS = env.float("BOS_LAG_METRICS_TIMEOUT_SECONDS", default=5.0)
+
+# --- Metrics (docs/observability.md "Metrics") ---
+# Where every BOS process of the machine keeps its metric values (prometheus_client's
+# multiprocess folder); the web's /metrics adds them up.
+BOS_METRICS_DIR = str(metrics_dir())
+# Outside the web (a worker machine): serve the machine's metrics on this port; 0: off.
+BOS_METRICS_PORT = env.int("BOS_METRICS_PORT", default=0)
+if not 0 <= BOS_METRICS_PORT <= 65535:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("BOS_METRICS_PORT must be a port number between 0 (off) and 65535")
+BOS_METRICS_ADDRESS = env.str("BOS_METRICS_ADDRESS", default="0.0.0.0")  # noqa: S104 - scraped from elsewhere
+# Queries slower than this are logged with their fingerprint (runtime setting slow_query_ms).
+BOS_SLOW_QUERY_MS = env.float("BOS_SLOW_QUERY_MS", default=200.0)
 
 # --- Runtime settings: their variables are their defaults, held to the same rules ---
 from orchestrator.config.registry import RUNTIME as _RUNTIME  # noqa: E402

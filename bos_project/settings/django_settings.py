@@ -36,6 +36,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so it times (and counts the queries of) everything below it.
+    "orchestrator.observability.http_metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "orchestrator.observability.middleware.CorrelationIdMiddleware",
     # JSON, never an HTML or debug page, on the API's paths (orchestrator/api/middleware.py).

@@ -141,6 +141,12 @@ def port(name: str, default: int) -> int:
     return value
 
 
+def metrics_dir() -> Path:
+    """The machine's metrics folder (docs/observability.md): BOS_METRICS_DIR, else
+    BOS_HOME/metrics. BOS sets prometheus_client's PROMETHEUS_MULTIPROC_DIR from it."""
+    return Path(str(env.str("BOS_METRICS_DIR", default=str(BOS_HOME / "metrics")))).resolve()
+
+
 def positive_int(name: str, default: int) -> int:
     try:
         value = int(env.int(name, default=default))

@@ -94,6 +94,7 @@ _LIMITS = "Limits and tuning"
 _RESILIENCE = "Retries, leases and breakers"
 _WEB = "Web and the demo"
 _CLIENTS = "Downstream services"
+_METRICS = "Metrics"
 
 SETTINGS: tuple[Setting, ...] = (
     # --- services and secrets ---
@@ -714,6 +715,46 @@ SETTINGS: tuple[Setting, ...] = (
         key="service_degraded_below",
         min=0,
         max=1,
+    ),
+    # --- metrics ---
+    S(
+        "BOS_METRICS_DIR",
+        "str",
+        None,
+        "Where every BOS process of the machine keeps its metric values (prometheus_client's "
+        "multiprocess folder, exported as `PROMETHEUS_MULTIPROC_DIR`); the web's `/metrics` "
+        "adds them up ([observability.md](observability.md#metrics)).",
+        _METRICS,
+        default_text="`$BOS_HOME/metrics`",
+    ),
+    S(
+        "BOS_METRICS_PORT",
+        "int",
+        0,
+        "On a machine without the web service: the first BOS process (worker, beat, consumer, "
+        "publisher) to bind this port serves the machine's metrics at `/metrics`; `0`: off.",
+        _METRICS,
+        min=0,
+        max=65535,
+    ),
+    S(
+        "BOS_METRICS_ADDRESS",
+        "str",
+        "0.0.0.0",  # noqa: S104 - the port is there to be scraped from other machines
+        "The address `BOS_METRICS_PORT` listens on.",
+        _METRICS,
+    ),
+    S(
+        "BOS_SLOW_QUERY_MS",
+        "float",
+        200.0,
+        "A database query slower than this is logged (WARNING, with its SQL fingerprint) and "
+        "counted in `bos_db_slow_queries_total`. Read at the start of each request and task.",
+        _METRICS,
+        kind=R,
+        key="slow_query_ms",
+        min=0,
+        max=3_600_000,
     ),
 )
 

@@ -16,12 +16,14 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from orchestrator.models import Batch, OutboxEvent, StateTransition
+from orchestrator.observability import metrics
 from orchestrator.states import BATCH_TERMINAL, BatchState, check_transition
 
 SCHEMA_VERSION = 1
@@ -163,4 +165,21 @@ def transition(
     )
     batch.state = to.value
     batch.finished_at = at if to in BATCH_TERMINAL else None
+    if to in BATCH_TERMINAL:
+        # robust: a failure to count is logged and never keeps the callbacks after it
+        # (tasks to enqueue, items to settle) from running.
+        transaction.on_commit(partial(_count_finished, batch, to.value), robust=True)
     return row
+
+
+def _count_finished(batch: Batch, outcome: str) -> None:
+    """After the commit of a batch's terminal transition: `bos_batches_finished_total` and
+    its items by outcome. Every terminal state is entered through transition(), so this
+    is the one place batches are counted; a rolled-back change counts nothing."""
+    metrics.record_batch_finished(
+        pipeline=batch.pipeline_version.pipeline.name,
+        tenant=batch.tenant.slug,
+        outcome=outcome,
+        items_succeeded=batch.items_succeeded,
+        items_failed=batch.items_failed,
+    )

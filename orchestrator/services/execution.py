@@ -25,6 +25,7 @@ from orchestrator.breakers import breaker, seconds_until_probe
 from orchestrator.classify import RETRYABLE, ErrorClass, classify
 from orchestrator.handlers import BatchContext, ItemContext, ItemFailed, get_handler
 from orchestrator.models import Batch, BatchItem, ItemResult, PhaseRun
+from orchestrator.observability import metrics
 from orchestrator.payloads import payload_from_storage
 from orchestrator.selectors import iter_item_results, pipeline_plan
 from orchestrator.service_clients.context import handler_call_context
@@ -197,6 +198,7 @@ def run_items(
             continue
         outcome.results.append((item_id, False, None, error, error_class))
         outcome.failures.append((item_id, error, error_class))
+    metrics.record_items_processed(len(outcome.results))
     return outcome
 
 

@@ -11,6 +11,7 @@ from orchestrator.kafka.consumer import BatchRequestConsumer
 from orchestrator.kafka.health import ConsumerHealth
 from orchestrator.kafka.startup import StartupError
 from orchestrator.management.commands._loop import ShutdownFlag
+from orchestrator.observability.metrics import start_process_metrics
 
 
 class Command(BaseCommand):
@@ -31,6 +32,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         stop = ShutdownFlag()
         stop.install()
+        start_process_metrics("consumer")
         health = ConsumerHealth(
             group=options["group"] or settings.BOS_CONSUMER_GROUP,
             topic=options["topic"] or settings.BOS_TOPIC_REQUESTS,

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand
 
 from orchestrator.kafka.publisher import OutboxPublisher
 from orchestrator.management.commands._loop import ShutdownFlag
+from orchestrator.observability.metrics import start_process_metrics
 
 logger = logging.getLogger("orchestrator.kafka.publisher")
 
@@ -19,6 +20,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         stop = ShutdownFlag()
         stop.install()
+        start_process_metrics("publisher")
         publisher = OutboxPublisher(should_stop=stop)
         logger.info("outbox publisher running (SIGTERM stops it after the round in hand)")
         try:
