@@ -159,6 +159,16 @@ BOS_KAFKA_END_OFFSETS = choice("BOS_KAFKA_END_OFFSETS", ("highwater", "list_offs
 # Longest time /metrics spends asking the broker for the consumer lag.
 BOS_LAG_METRICS_TIMEOUT_SECONDS = env.float("BOS_LAG_METRICS_TIMEOUT_SECONDS", default=5.0)
 
+# --- SLA, anomalies and forecasts (docs/anomalies.md) ---
+# At risk: projected finish later than the deadline minus this margin (runtime).
+BOS_SLA_RISK_MARGIN_SECONDS = env.float("BOS_SLA_RISK_MARGIN_SECONDS", default=0.0)
+# Beat's SLA check and insights (anomalies, surges, breaker trends): read by the schedule.
+BOS_SLA_CHECK_INTERVAL_SECONDS = env.float("BOS_SLA_CHECK_INTERVAL_SECONDS", default=15.0)
+BOS_INSIGHTS_INTERVAL_SECONDS = env.float("BOS_INSIGHTS_INTERVAL_SECONDS", default=60.0)
+BOS_ANOMALY_WINDOW_RUNS = env.int("BOS_ANOMALY_WINDOW_RUNS", default=30)
+BOS_ANOMALY_MADS = env.float("BOS_ANOMALY_MADS", default=4.0)
+BOS_BREAKER_FORECAST_SECONDS = env.float("BOS_BREAKER_FORECAST_SECONDS", default=60.0)
+
 # --- Runtime settings: their variables are their defaults, held to the same rules ---
 from orchestrator.config.registry import RUNTIME as _RUNTIME  # noqa: E402
 from orchestrator.config.registry import check_runtime_defaults as _check_runtime_defaults  # noqa: E402
