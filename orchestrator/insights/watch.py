@@ -118,6 +118,7 @@ def _finished_runs() -> Any:
     )
 
 
+@transaction.atomic
 def scan_anomalies(*, now: datetime, window: int, k: float) -> list[Alert]:
     """Check the phase runs finished since the watermark; store an alert per anomaly."""
     AnalysisWatermark.objects.get_or_create(name=ANOMALY_RUNS)
@@ -193,6 +194,7 @@ def scan_anomalies(*, now: datetime, window: int, k: float) -> list[Alert]:
     return alerts
 
 
+@transaction.atomic
 def predict_error_surges(
     *, now: datetime, factor: float = RISING_FACTOR, minimum: int = RISING_MIN
 ) -> list[Alert]:
@@ -271,6 +273,7 @@ def predict_error_surges(
     return [a for a, _ in fresh]
 
 
+@transaction.atomic
 def predict_breaker_trips(*, now: datetime) -> list[Alert]:
     """Raise `predicted_breaker_trip` for services whose health trend reaches their trip
     ratio within the horizon (and whose breaker is not open already)."""
@@ -319,7 +322,8 @@ def predict_breaker_trips(*, now: datetime) -> list[Alert]:
 
 
 def watch_insights(*, now: datetime | None = None) -> InsightsReport:
-    """One beat run: each part in its own transaction, so one failing leaves the others."""
+    """One beat run: each part in its own transaction (Redis down skips the breaker part
+    only)."""
     now = now or timezone.now()
     ids: dict[str, tuple[int, ...]] = {}
     errors: dict[str, str] = {}
@@ -332,8 +336,7 @@ def watch_insights(*, now: datetime | None = None) -> InsightsReport:
     }
     for name, part in parts.items():
         try:
-            with transaction.atomic():
-                ids[name] = tuple(a.id for a in part())
+            ids[name] = tuple(a.id for a in part())
         except (redis.RedisError, OSError) as exc:
             logger.warning("insights: %s skipped: %s", name, exc)
             errors[name] = f"{type(exc).__name__}: {exc}"[:300]
