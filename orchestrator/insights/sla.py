@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from orchestrator.config import runtime
@@ -238,6 +239,8 @@ def sla_sweep(*, now: datetime | None = None, limit: int = 1000) -> SweepReport:
     now = now or timezone.now()
     batches = list(
         Batch.objects.filter(state__in=UNFINISHED, sla_breached_at__isnull=True)
+        # Only batches that can have a deadline: their own, or their pipeline version's target.
+        .filter(Q(deadline__isnull=False) | Q(pipeline_version__definition__has_key="sla"))
         .select_related("tenant", "pipeline_version__pipeline")
         .prefetch_related("phases")
         .order_by("created_at")[:limit]
