@@ -78,6 +78,12 @@ class Anomaly:
     high: float
     median: float
 
+    @property
+    def severity(self) -> float:
+        """How far out it lies: its distance from the median over the range's half-width."""
+        half = self.high - self.median
+        return abs(self.value - self.median) / half if half > 0 else float("inf")
+
 
 def check_value(
     metric: Metric, value: float, history: Sequence[float], *, k: float = DEFAULT_K, min_runs: int = MIN_RUNS

@@ -4,7 +4,8 @@ predicted breaker trips. Run by beat (`tasks.insights.insights_task`).
 - `anomaly`: a phase run that finished since the last scan (watermark
   `anomaly_phase_runs`) whose duration, throughput or error rate lies outside the
   median/MAD range of the `BOS_ANOMALY_WINDOW_RUNS` runs of the same pipeline and phase
-  before it (`robust.detect`). Once per phase run and metric.
+  before it (`robust.detect`). Once per phase run: its most anomalous metric, naming
+  the others flagged (`also`).
 - `predicted_error_surge`: an error fingerprint whose Holt forecast for the current or
   next hour reaches the rising-error-rate line (`analytics._rising_alerts`' rule) before
   its real count does (`forecasting.predict_surge`). Once per fingerprint and hour, with
@@ -139,7 +140,7 @@ def scan_anomalies(*, now: datetime, window: int, k: float) -> list[Alert]:
         groups[(row["batch__pipeline_version__pipeline_id"], row["name"])].append(row)
     already = set(
         Alert.objects.filter(kind=ANOMALY, details__phase_run_id__in=[r["id"] for r in new]).values_list(
-            "details__phase_run_id", "details__metric"
+            "details__phase_run_id", flat=True
         )
     )
     alerts: list[Alert] = []
@@ -162,32 +163,35 @@ def scan_anomalies(*, now: datetime, window: int, k: float) -> list[Alert]:
             if i is None:
                 continue
             history = [_metrics_of(r) for r in before[max(0, i - window) : i]]
-            for anomaly in detect(_metrics_of(row), history, k=k):
-                if (row["id"], anomaly.metric.value) in already:
-                    continue
-                pipeline = row["batch__pipeline_version__pipeline__name"]
-                alerts.append(
-                    Alert(
-                        tenant_id=row["tenant_id"],
-                        kind=ANOMALY,
-                        message=(
-                            f"Anomalous {anomaly.metric.value} in {pipeline}/{name}: {anomaly.value:.3g}, "
-                            f"expected {anomaly.low:.3g}–{anomaly.high:.3g}"
-                        ),
-                        details={
-                            "pipeline": pipeline,
-                            "phase": name,
-                            "metric": anomaly.metric.value,
-                            "value": round(anomaly.value, 6),
-                            "expected_low": anomaly.low,
-                            "expected_high": anomaly.high,
-                            "median": round(anomaly.median, 6),
-                            "runs": len(history),
-                            "batch_id": str(row["batch_id"]),
-                            "phase_run_id": row["id"],
-                        },
-                    )
+            found = detect(_metrics_of(row), history, k=k)
+            if not found or row["id"] in already:
+                continue
+            # One alert per run: its most anomalous metric, naming the others.
+            anomaly = max(found, key=lambda a: a.severity)
+            pipeline = row["batch__pipeline_version__pipeline__name"]
+            alerts.append(
+                Alert(
+                    tenant_id=row["tenant_id"],
+                    kind=ANOMALY,
+                    message=(
+                        f"Anomalous {anomaly.metric.value} in {pipeline}/{name}: {anomaly.value:.3g}, "
+                        f"expected {anomaly.low:.3g}–{anomaly.high:.3g}"
+                    ),
+                    details={
+                        "pipeline": pipeline,
+                        "phase": name,
+                        "metric": anomaly.metric.value,
+                        "value": round(anomaly.value, 6),
+                        "expected_low": anomaly.low,
+                        "expected_high": anomaly.high,
+                        "median": round(anomaly.median, 6),
+                        "also": [a.metric.value for a in found if a is not anomaly],
+                        "runs": len(history),
+                        "batch_id": str(row["batch_id"]),
+                        "phase_run_id": row["id"],
+                    },
                 )
+            )
     Alert.objects.bulk_create(alerts)
     mark.position = max(mark.position, _to_micros(new[-1]["finished_at"]))
     mark.save(update_fields=["position", "updated_at"])

@@ -167,3 +167,10 @@ def test_backtests_score_above_their_floors() -> None:
     assert surges.precision >= 0.7 and surges.recall >= 0.5
     assert breakers.precision >= 0.7 and breakers.recall >= 0.6
     assert surges.lead(0.5) is not None and surges.lead(0.5) > 0
+
+
+def test_severity_ranks_the_farthest_anomaly_first() -> None:
+    history = [RunMetrics(10.0 + i % 2, 5.0 + (i % 2) * 0.1, 0.01) for i in range(20)]
+    found = detect(RunMetrics(100.0, 1.0, 0.9), history)
+    assert {a.metric for a in found} == {Metric.DURATION, Metric.THROUGHPUT, Metric.ERROR_RATE}
+    assert max(found, key=lambda a: a.severity).metric == Metric.DURATION
