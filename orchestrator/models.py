@@ -114,6 +114,11 @@ class Batch(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # SLA (orchestrator/insights/sla.py): when `batch.sla_at_risk` and `batch.sla_breached`
+    # were raised (each once), and the latest projected finish.
+    sla_at_risk_at = models.DateTimeField(null=True, blank=True)
+    sla_breached_at = models.DateTimeField(null=True, blank=True)
+    sla_projected_finish_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -63,11 +63,21 @@ class _PhaseModel(BaseModel):
     retry: _RetryModel | None = None
 
 
+class _SlaModel(BaseModel):
+    """A pipeline's service level: how long a batch may take from its creation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Up to 30 days: a batch's effective deadline is `created_at + target_seconds`.
+    target_seconds: float = Field(gt=0, le=30 * 86_400)
+
+
 class _DefinitionModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = ""
     on_failure: Literal["stop", "rollback"] = "stop"
+    sla: _SlaModel | None = None
     phases: list[_PhaseModel] = Field(min_length=1)
 
 
@@ -103,6 +113,8 @@ class PipelinePlan:
     phases: tuple[PhaseSpec, ...]
     # "rollback": a batch that fails runs its compensations at once.
     on_failure: Literal["stop", "rollback"] = "stop"
+    # `sla.target_seconds`: a batch without a deadline must finish this long after creation.
+    sla_target_seconds: float | None = None
 
     @property
     def dependencies(self) -> dict[str, tuple[str, ...]]:
@@ -172,6 +184,7 @@ def parse_definition(raw: Any, handlers: Mapping[str, HandlerMode]) -> PipelineP
     return PipelinePlan(
         description=model.description,
         on_failure=model.on_failure,
+        sla_target_seconds=model.sla.target_seconds if model.sla is not None else None,
         phases=tuple(
             PhaseSpec(
                 name=n,

@@ -174,6 +174,15 @@ if not 0 <= BOS_METRICS_PORT <= 65535:
 BOS_METRICS_ADDRESS = env.str("BOS_METRICS_ADDRESS", default="0.0.0.0")  # noqa: S104 - scraped from elsewhere
 # Queries slower than this are logged with their fingerprint (runtime setting slow_query_ms).
 BOS_SLOW_QUERY_MS = env.float("BOS_SLOW_QUERY_MS", default=200.0)
+# --- SLA, anomalies and forecasts (docs/anomalies.md) ---
+# At risk: projected finish later than the deadline minus this margin (runtime).
+BOS_SLA_RISK_MARGIN_SECONDS = env.float("BOS_SLA_RISK_MARGIN_SECONDS", default=0.0)
+# Beat's SLA check and insights (anomalies, surges, breaker trends): read by the schedule.
+BOS_SLA_CHECK_INTERVAL_SECONDS = env.float("BOS_SLA_CHECK_INTERVAL_SECONDS", default=15.0)
+BOS_INSIGHTS_INTERVAL_SECONDS = env.float("BOS_INSIGHTS_INTERVAL_SECONDS", default=60.0)
+BOS_ANOMALY_WINDOW_RUNS = env.int("BOS_ANOMALY_WINDOW_RUNS", default=30)
+BOS_ANOMALY_MADS = env.float("BOS_ANOMALY_MADS", default=4.0)
+BOS_BREAKER_FORECAST_SECONDS = env.float("BOS_BREAKER_FORECAST_SECONDS", default=60.0)
 
 # --- Runtime settings: their variables are their defaults, held to the same rules ---
 from orchestrator.config.registry import RUNTIME as _RUNTIME  # noqa: E402

@@ -60,6 +60,8 @@ CELERY_TASK_ROUTES = {
     "tasks.phases.run_batch_phase_task": {"queue": QUEUE_BATCH},
     # Error analysis may wait a few seconds for open writers: keep it off orchestration.
     "tasks.analytics.*": {"queue": QUEUE_BATCH},
+    # Insights read recent history and Redis slots: off orchestration, like analytics.
+    "tasks.insights.*": {"queue": QUEUE_BATCH},
     # The lag check waits on the Kafka broker (up to seconds): off orchestration too.
     "tasks.maintenance.consumer_lag_check_task": {"queue": QUEUE_BATCH},
 }
@@ -71,6 +73,7 @@ CELERY_IMPORTS = [
     "tasks.maintenance",
     "tasks.snapshots",
     "tasks.analytics",
+    "tasks.insights",
 ]
 # Celery's Django fix-up closes the database connection around every task unless this
 # is set, so each task would pay for a new PostgreSQL connection. Reuse it for this many
@@ -96,6 +99,16 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "analyze-errors": {
         "task": "tasks.analytics.analyze_errors_task",
         "schedule": env.float("BOS_ERROR_ANALYSIS_INTERVAL_SECONDS", default=60.0),
+        "options": {"expires": 60},
+    },
+    "sla-check": {
+        "task": "tasks.insights.sla_check_task",
+        "schedule": env.float("BOS_SLA_CHECK_INTERVAL_SECONDS", default=15.0),
+        "options": {"expires": 60},
+    },
+    "insights": {
+        "task": "tasks.insights.insights_task",
+        "schedule": env.float("BOS_INSIGHTS_INTERVAL_SECONDS", default=60.0),
         "options": {"expires": 60},
     },
     "consumer-lag": {

@@ -7,6 +7,8 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from orchestrator.insights.projection import SlaState
+from orchestrator.insights.sla import sla_summary
 from orchestrator.kafka.messages import TENANT_PATTERN
 from orchestrator.models import Batch, BatchItem, PhaseRun, Pipeline, PipelineVersion, StateTransition
 from orchestrator.payloads import payload_from_storage
@@ -97,9 +99,24 @@ class BatchOutSerializer(serializers.ModelSerializer):
         ]
 
 
+class SlaOutSerializer(serializers.Serializer):
+    """A batch's SLA: its effective deadline, and where it stands against it."""
+
+    deadline = serializers.DateTimeField(
+        help_text="The batch's deadline, else its pipeline's sla.target_seconds after its creation."
+    )
+    state = serializers.ChoiceField(choices=[s.value for s in SlaState])
+    projected_finish_at = serializers.DateTimeField(
+        allow_null=True, help_text="The latest projection; the real finish once the batch ended."
+    )
+    at_risk_at = serializers.DateTimeField(allow_null=True, help_text="When batch.sla_at_risk was raised.")
+    breached_at = serializers.DateTimeField(allow_null=True, help_text="When batch.sla_breached was raised.")
+
+
 class BatchDetailOutSerializer(BatchOutSerializer):
     phases = PhaseOutSerializer(many=True)
     active_phases = serializers.SerializerMethodField()
+    sla = serializers.SerializerMethodField()
 
     class Meta(BatchOutSerializer.Meta):
         fields = [
@@ -109,12 +126,19 @@ class BatchDetailOutSerializer(BatchOutSerializer):
             "started_at",
             "phases",
             "active_phases",
+            "sla",
             "report",
             "error",
         ]
 
     def get_active_phases(self, batch: Batch) -> list[str]:
         return [p.name for p in batch.phases.all() if p.state == "running"]
+
+    @extend_schema_field(SlaOutSerializer(allow_null=True))
+    def get_sla(self, batch: Batch) -> dict[str, Any] | None:
+        """Null for a batch with no deadline (its own, or its pipeline's target)."""
+        summary = sla_summary(batch)
+        return SlaOutSerializer(summary).data if summary is not None else None
 
 
 class TransitionOutSerializer(serializers.ModelSerializer):

@@ -95,6 +95,7 @@ _RESILIENCE = "Retries, leases and breakers"
 _WEB = "Web and the demo"
 _CLIENTS = "Downstream services"
 _METRICS = "Metrics"
+_INSIGHTS = "SLA, anomalies and forecasts"
 
 SETTINGS: tuple[Setting, ...] = (
     # --- services and secrets ---
@@ -755,6 +756,71 @@ SETTINGS: tuple[Setting, ...] = (
         key="slow_query_ms",
         min=0,
         max=3_600_000,
+    ),
+    # --- SLA, anomalies and forecasts ---
+    S(
+        "BOS_SLA_RISK_MARGIN_SECONDS",
+        "float",
+        0.0,
+        "A batch whose projected finish is later than its deadline minus this "
+        "margin is at risk: `batch.sla_at_risk`, once ([anomalies.md](anomalies.md#sla)).",
+        _INSIGHTS,
+        kind=R,
+        key="sla_risk_margin_seconds",
+        min=0,
+        max=7 * 86400,
+    ),
+    S(
+        "BOS_SLA_CHECK_INTERVAL_SECONDS",
+        "float",
+        15.0,
+        "How often beat projects the running batches' finishes against their deadlines "
+        "(task `sla_check_task`; a phase ending checks its batch too).",
+        _INSIGHTS,
+        min=0.1,
+    ),
+    S(
+        "BOS_INSIGHTS_INTERVAL_SECONDS",
+        "float",
+        60.0,
+        "How often beat looks for anomalous phase runs, predicted error surges and "
+        "predicted breaker trips (task `insights_task`).",
+        _INSIGHTS,
+        min=0.1,
+    ),
+    S(
+        "BOS_ANOMALY_WINDOW_RUNS",
+        "int",
+        30,
+        "Recent finished runs of a pipeline's phase that make its baseline (median and MAD).",
+        _INSIGHTS,
+        kind=R,
+        key="anomaly_window_runs",
+        min=8,
+        max=1000,
+    ),
+    S(
+        "BOS_ANOMALY_MADS",
+        "float",
+        4.0,
+        "How many scaled MADs from the median a duration, throughput or error rate must lie to be an anomaly.",
+        _INSIGHTS,
+        kind=R,
+        key="anomaly_mads",
+        min=1,
+        max=50,
+    ),
+    S(
+        "BOS_BREAKER_FORECAST_SECONDS",
+        "float",
+        60.0,
+        "Horizon of the breaker-trip prediction: an alert when a service's success-ratio "
+        "trend reaches its trip ratio within this long.",
+        _INSIGHTS,
+        kind=R,
+        key="breaker_forecast_seconds",
+        min=10,
+        max=3600,
     ),
 )
 

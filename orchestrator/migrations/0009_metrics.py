@@ -11,7 +11,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     atomic = False
 
-    dependencies = [("orchestrator", "0006_config_versions")]
+    dependencies = [("orchestrator", "0008_sla")]
 
     operations = [
         AddIndexConcurrently(

@@ -130,6 +130,16 @@ def window(service: str) -> dict[str, Any]:
     }
 
 
+def slot_series(service: str, *, slots: int, now: float | None = None) -> list[tuple[int, int]]:
+    """(attempts, failed) of the last `slots` 10-second slots, oldest first, the one
+    holding `now` last: the success-ratio trend behind the breaker-trip prediction."""
+    latest = int((time.time() if now is None else now) // SLOT_SECONDS)
+    pipe = client().pipeline(transaction=False)
+    for slot in range(latest - slots + 1, latest + 1):
+        pipe.hmget(_slot_key(service, slot), ["count", "failed"])
+    return [(int(n or 0), int(f or 0)) for n, f in cast(list[list[bytes | None]], pipe.execute())]
+
+
 def known_services() -> list[str]:
     """Configured services and any other that calls were counted for lately."""
     try:

@@ -16,6 +16,7 @@ from django.utils import timezone
 from orchestrator.classify import ErrorClass, backoff_delay
 from orchestrator.config import runtime
 from orchestrator.decide import PhaseEvent, RetryMode, phase_target, retry_mode
+from orchestrator.insights.sla import sla_review
 from orchestrator.models import Batch, ChunkRun, OutboxEvent, PhaseRun, StateTransition
 from orchestrator.selectors import pipeline_plan
 from orchestrator.services.events import emit, outbox_event
@@ -379,8 +380,9 @@ def _end_phase(
 
 
 def _move_on(batch: Batch, phases: list[PhaseRun], event: OutboxEvent, now: datetime, inline: bool) -> None:
-    """After a phase ended (batch locked): start what is ready or finish, and publish."""
-    events = [event]
+    """After a phase ended (batch locked): review its SLA, start what is ready or finish,
+    and publish. The SLA events come first: a deadline passed is news before the batch's end."""
+    events = [event, *sla_review(batch, phases, now=now)]
     audit: list[StateTransition] = []
     if batch.state == BatchState.RUNNING:
         events += advance(batch, phases, now=now, audit=audit, inline=inline)
