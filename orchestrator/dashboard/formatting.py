@@ -43,6 +43,16 @@ def duration(seconds: float | None) -> str:
     return f"{sign}{minutes} min {secs} s" if secs else f"{sign}{minutes} min"
 
 
+def rate(value: float | None) -> str:
+    """A rate with two significant digits below 10: 0.0016 → "0.0016", 2.345 → "2.3", 1234.4 → "1,234"."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    if value == 0 or abs(value) >= 10:
+        return number(value)
+    digits = max(1, 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{digits}f}"
+
+
 def percent(value: float | None, *, digits: int = 1) -> str:
     """A ratio 0–1 as "12.5 %"."""
     if value is None or not math.isfinite(value):

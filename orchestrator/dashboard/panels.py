@@ -3,8 +3,9 @@ selectors' rows and the probes' answers.
 
 A chart is a plain dict that `static/orchestrator/dashboard/dashboard.js` hands to
 Chart.js (passed with `json_script`): `kind` (bar or line), `labels` (ISO bucket starts
-when `time`, else names), `datasets` (`label`, `data`, `color`), `unit`, `stacked`,
-`horizontal`. A chart with nothing to draw is None, and its panel says what is missing.
+when `time`, with `step_seconds`; else names), `datasets` (`label`, `data`, `color`),
+`unit`, `stacked`, `horizontal`, `integer` (counts: whole ticks). A chart with nothing
+to draw is None, and its panel says what is missing.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def throughput_panels(board: Dashboard, user: User) -> None:
         Tile(
             "items processed",
             formatting.compact(total),
-            f"{formatting.number(total / window.span.total_seconds(), digits=2)} items/s on average",
+            f"{formatting.rate(total / window.span.total_seconds())} items/s on average",
         ),
         Tile(
             "item failure rate",
@@ -175,6 +176,7 @@ def throughput_panels(board: Dashboard, user: User) -> None:
                 for state in states
             ],
             unit="batches",
+            integer=True,
         )
         if finished
         else None
@@ -264,6 +266,7 @@ def alert_panels(board: Dashboard, user: User) -> None:
                 for kind in kinds
             ],
             unit="alerts",
+            integer=True,
         )
         if counts
         else None
@@ -329,9 +332,9 @@ def alert_panels(board: Dashboard, user: User) -> None:
     at_risk, breached = per_kind.get(selectors.SLA_AT_RISK, 0), per_kind.get(selectors.SLA_BREACHED, 0)
     board.tiles += [
         Tile(
-            "SLA",
-            f"{formatting.number(breached)} breached",
-            f"{formatting.number(at_risk)} at risk · {formatting.number(len(deadlines))} with a deadline running",
+            "SLA breached",
+            formatting.number(breached),
+            f"{formatting.number(at_risk)} at risk · {formatting.number(len(deadlines))} with a deadline at work",
             tone="bad" if breached else ("warn" if at_risk else "ok"),
         ),
         Tile(
@@ -401,6 +404,7 @@ def service_panels(board: Dashboard, probes: Probes) -> None:
             "horizontal": True,
             "stacked": False,
             "unit": "messages",
+            "integer": True,
             "labels": list(depths),
             "datasets": [{"label": "waiting", "data": list(depths.values()), "color": "#0ea5e9"}],
         }
@@ -412,6 +416,7 @@ def service_panels(board: Dashboard, probes: Probes) -> None:
             "horizontal": False,
             "stacked": False,
             "unit": "messages",
+            "integer": True,
             "labels": [f"partition {p.partition}" for p in lag.partitions],
             "datasets": [{"label": "lag", "data": [p.lag for p in lag.partitions], "color": "#8b5cf6"}],
         }

@@ -17,9 +17,9 @@
   function timeLabel(iso, stepSeconds) {
     var at = new Date(iso);
     if (stepSeconds >= 3 * 3600) {
-      return at.toLocaleString(undefined, { weekday: "short", hour: "2-digit", minute: "2-digit" });
+      return at.toLocaleString(undefined, { weekday: "short", hour: "2-digit", minute: "2-digit", hour12: false });
     }
-    return at.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+    return at.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", hour12: false });
   }
 
   function withUnit(value, unit) {
@@ -42,7 +42,7 @@
         backgroundColor: spec.kind === "line" ? d.color + "33" : d.color,
         borderColor: d.color,
         borderWidth: spec.kind === "line" ? 2 : 0,
-        pointRadius: 0,
+        pointRadius: spec.kind === "line" ? 2.5 : 0,
         pointHitRadius: 6,
         spanGaps: false,
         fill: spec.kind === "line",
@@ -55,7 +55,11 @@
       beginAtZero: true,
       stacked: Boolean(spec.stacked),
       grid: { color: "#eef2f7" },
-      ticks: { callback: function (v) { return withUnit(v, spec.unit); } }
+      ticks: {
+        precision: spec.integer ? 0 : undefined,
+        maxRotation: 0,
+        callback: function (v) { return withUnit(v, spec.unit); }
+      }
     };
     scales[horizontal ? "y" : "x"] = {
       stacked: Boolean(spec.stacked),
