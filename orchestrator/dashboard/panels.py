@@ -104,6 +104,7 @@ class Dashboard:
     breakers: Probe | None = None
     queues: Probe | None = None
     lag: Probe | None = None
+    queued_text: str = ""
 
     def chart_data(self) -> dict[str, Chart]:
         """The charts to draw (those with something to show), for `json_script`."""
@@ -398,6 +399,8 @@ def service_panels(board: Dashboard, probes: Probes) -> None:
     board.queues, board.lag, board.breakers = found["queues"], found["lag"], found["breakers"]
     if board.queues.ok:
         depths: dict[str, int] = board.queues.value
+        queued = sum(depths.values())
+        board.queued_text = f"{formatting.number(queued)} message{'' if queued == 1 else 's'}"
         board.charts["queues"] = {
             "kind": "bar",
             "time": False,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db import connections
 
 from orchestrator.breakers import breaker_states
 from orchestrator.kafka.groups import Broker, GroupError, TopicLag, topic_lag
@@ -59,6 +60,10 @@ class Probes:
         except Exception as exc:  # noqa: BLE001 - the page shows why, it never fails because of it
             logger.warning("dashboard probe %s failed", name, exc_info=True)
             found = Probe(error=f"{type(exc).__name__}: {exc}"[:300])
+        finally:
+            # A probe may read the runtime configuration from the database (when Redis
+            # holds none): this thread's connection must not outlive it.
+            connections.close_all()
         with self._lock:
             self._found[name] = found
 

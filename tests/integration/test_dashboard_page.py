@@ -71,6 +71,10 @@ def test_a_tenant_member_sees_their_tenant_and_nothing_of_another() -> None:
     finished = sum(sum(d["data"]) for d in charts["batches"]["datasets"])
     assert finished == len(acme.finished)
     assert {label.split(" · ")[0] for label in charts["durations"]["labels"]} == {"acme-essays"}
+    deadlines = {
+        row["batch"].external_id: row["status"] for row in response.context["board"].deadline_batches
+    }
+    assert deadlines == {"acme-running-0": "breached", "acme-running-1": "at risk"}
     # The service's panels are no tenant's.
     assert "queues" not in charts and "lag" not in charts
     assert 'id="panel-breakers"' not in page

@@ -51,6 +51,12 @@ class TenantData:
         return self.tenant.slug
 
 
+def created(batch: Batch, at: datetime) -> None:
+    """Set when the batch was created (`auto_now_add` would make it now)."""
+    Batch.objects.filter(pk=batch.pk).update(created_at=at)
+    batch.created_at = at
+
+
 def tenant_data(slug: str, now: datetime, *, finished: int = 3, tag: str = "") -> TenantData:
     """One tenant's batches, phases, chunks, error fingerprints and alerts of every kind,
     all within the last hour. Called again for the same tenant, give a new `tag` (it
@@ -99,6 +105,7 @@ def tenant_data(slug: str, now: datetime, *, finished: int = 3, tag: str = "") -
             )
         data.items_succeeded += 18
         data.items_failed += 2
+        created(batch, began - timedelta(seconds=5))
         OutboxEventFactory(batch=batch, event_type=f"batch.{state}", at=batch.finished_at)
         data.finished.append(batch)
     for i, deadline in enumerate((now - timedelta(minutes=5), now + timedelta(hours=2))):
@@ -132,6 +139,7 @@ def tenant_data(slug: str, now: datetime, *, finished: int = 3, tag: str = "") -
             finished_at=None,
         )
         ChunkRunFactory(phase_run=score, start=0, succeeded=10, finished_at=now - timedelta(minutes=2))
+        created(batch, now - timedelta(minutes=21))
         data.items_succeeded += 10
         data.running.append(batch)
     at_risk, breached = data.running[1], data.running[0]
