@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install browsers run demo test lint docs typecheck schemas bench bench-ingest services services-down clean
+.PHONY: install browsers run demo test lint docs typecheck schemas bench bench-ingest bench-dashboard services services-down clean
 
 install: $(STAMP)
 
@@ -67,6 +67,10 @@ bench: install
 # The Kafka consumer's ingest rate beside a plain kafka-python loop (docs/benchmarks.md).
 bench-ingest: install
 	$(PY) -m bos_project.devservices run -- $(PY) -m benchmarks.ingest $(BENCH_ARGS)
+
+# What /dashboard/'s reads cost over a week of work, and over a month (docs/dashboard.md).
+bench-dashboard: install
+	$(PY) -m bos_project.devservices run -- $(PY) -m benchmarks.dashboard $(BENCH_ARGS)
 
 services: install
 	$(PY) -m bos_project.devservices up
