@@ -115,6 +115,7 @@ class Dashboard:
 
 
 def throughput_panels(board: Dashboard, user: User) -> None:
+    """Items per second by outcome, and the share of them that failed (one read)."""
     window, now = board.window, board.now
     start = window.start(now)
     per_bucket = selectors.item_throughput(user, start=start, step=window.step)
@@ -147,7 +148,8 @@ def throughput_panels(board: Dashboard, user: User) -> None:
         )
     else:
         board.charts["throughput"] = board.charts["error_rate"] = None
-    failed_share = processed["failed"] / (processed["succeeded"] + processed["failed"]) if total else None
+    judged_total = processed["succeeded"] + processed["failed"]  # skipped items are neither
+    failed_share = processed["failed"] / judged_total if judged_total else None
     board.tiles += [
         Tile(
             "items processed",
@@ -162,7 +164,10 @@ def throughput_panels(board: Dashboard, user: User) -> None:
         ),
     ]
 
-    finished = selectors.batches_finished(user, start=start, step=window.step)
+
+def batches_panel(board: Dashboard, user: User) -> None:
+    window, now = board.window, board.now
+    finished = selectors.batches_finished(user, start=window.start(now), step=window.step)
     states = [s for s in FINISHED_ORDER if any(state == s for _, state in finished)]
     board.charts["batches"] = (
         _time_chart(
@@ -193,7 +198,9 @@ def throughput_panels(board: Dashboard, user: User) -> None:
         )
     )
 
-    fps = selectors.error_fingerprints(user, start=start)
+
+def fingerprints_panel(board: Dashboard, user: User) -> None:
+    fps = selectors.error_fingerprints(user, start=board.window.start(board.now))
     board.fingerprints = [
         {**fp, "count_text": formatting.number(fp["count"]), "spark": sparkline(fp["trend"])} for fp in fps
     ]
@@ -450,6 +457,8 @@ def build(user: User, window: Window, now: datetime, probes: Probes | None) -> D
     board = Dashboard(window=window, now=now, superuser=access.is_superuser(user), tenants=tenants)
     batch_panels(board, user)
     throughput_panels(board, user)
+    batches_panel(board, user)
+    fingerprints_panel(board, user)
     duration_panel(board, user)
     alert_panels(board, user)
     if probes is not None:

@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.support.dashboard_data import member, service_alert, superuser, tenant_data
+from tests.support.factories import ChunkRunFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -147,6 +148,18 @@ def test_empty_panels_say_what_is_missing() -> None:
     ):
         assert text in page
     assert charts_of(response).keys() <= {"queues", "lag"}
+
+
+def test_a_range_whose_items_were_all_skipped_has_no_failure_rate() -> None:
+    ChunkRunFactory(succeeded=0, skipped=30)
+
+    response = logged_in(superuser()).get(URL)
+
+    board = response.context["board"]
+    tiles = {t.label: t.value for t in board.tiles}
+    assert tiles["items processed"] == "30" and tiles["item failure rate"] == "–"
+    assert [d["label"] for d in charts_of(response)["throughput"]["datasets"]] == ["skipped"]
+    assert all(v is None for v in charts_of(response)["error_rate"]["datasets"][0]["data"])
 
 
 def test_a_user_of_no_tenant_is_told_so() -> None:
