@@ -40,6 +40,7 @@ from rich.table import Table  # noqa: E402
 
 from orchestrator.access import User  # noqa: E402
 from orchestrator.dashboard import panels  # noqa: E402
+from orchestrator.dashboard.selectors import Viewer  # noqa: E402
 from orchestrator.dashboard.windows import WINDOWS  # noqa: E402
 from orchestrator.models import (  # noqa: E402
     Alert,
@@ -189,10 +190,10 @@ def timed(user: User, window_key: str, repeat: int) -> tuple[float, float, int]:
     times = []
     for _ in range(repeat):
         began = time.perf_counter()
-        panels.build(user, window, timezone.now(), None)
+        panels.build(Viewer(user), window, timezone.now(), None)
         times.append(time.perf_counter() - began)
     with CaptureQueriesContext(connection) as queries:
-        panels.build(user, window, timezone.now(), None)
+        panels.build(Viewer(user), window, timezone.now(), None)
     return statistics.median(times), max(times), len(queries)
 
 

@@ -17,7 +17,6 @@ from typing import Any
 from django.urls import reverse
 
 from orchestrator import access
-from orchestrator.access import User
 from orchestrator.analytics import sparkline
 from orchestrator.dashboard import formatting, selectors
 from orchestrator.dashboard.probes import Probe, Probes
@@ -91,7 +90,9 @@ class Dashboard:
     window: Window
     now: datetime
     superuser: bool
-    tenants: list[str] | None  # None: every tenant
+    tenants: list[str] | None  # the tenants shown; None: every tenant
+    tenant: str | None = None  # the one tenant chosen (`?tenant=`), if any
+    tenant_choices: list[str] = field(default_factory=list)  # the tenants one may choose
     tiles: list[Tile] = field(default_factory=list)
     charts: dict[str, Chart | None] = field(default_factory=dict)
     durations: list[dict[str, Any]] = field(default_factory=list)
@@ -114,11 +115,11 @@ class Dashboard:
 # -- throughput and errors ------------------------------------------------------------------
 
 
-def throughput_panels(board: Dashboard, user: User) -> None:
+def throughput_panels(board: Dashboard, viewer: selectors.Viewer) -> None:
     """Items per second by outcome, and the share of them that failed (one read)."""
     window, now = board.window, board.now
     start = window.start(now)
-    per_bucket = selectors.item_throughput(user, start=start, step=window.step)
+    per_bucket = selectors.item_throughput(viewer, start=start, step=window.step)
     step_s = window.step.total_seconds()
     series = {
         outcome: window.series(now, {at: v[outcome] for at, v in per_bucket.items()})
@@ -165,9 +166,9 @@ def throughput_panels(board: Dashboard, user: User) -> None:
     ]
 
 
-def batches_panel(board: Dashboard, user: User) -> None:
+def batches_panel(board: Dashboard, viewer: selectors.Viewer) -> None:
     window, now = board.window, board.now
-    finished = selectors.batches_finished(user, start=window.start(now), step=window.step)
+    finished = selectors.batches_finished(viewer, start=window.start(now), step=window.step)
     states = [s for s in FINISHED_ORDER if any(state == s for _, state in finished)]
     board.charts["batches"] = (
         _time_chart(
@@ -199,15 +200,15 @@ def batches_panel(board: Dashboard, user: User) -> None:
     )
 
 
-def fingerprints_panel(board: Dashboard, user: User) -> None:
-    fps = selectors.error_fingerprints(user, start=board.window.start(board.now))
+def fingerprints_panel(board: Dashboard, viewer: selectors.Viewer) -> None:
+    fps = selectors.error_fingerprints(viewer, start=board.window.start(board.now))
     board.fingerprints = [
         {**fp, "count_text": formatting.number(fp["count"]), "spark": sparkline(fp["trend"])} for fp in fps
     ]
 
 
-def duration_panel(board: Dashboard, user: User) -> None:
-    rows = selectors.phase_durations(user, start=board.window.start(board.now))
+def duration_panel(board: Dashboard, viewer: selectors.Viewer) -> None:
+    rows = selectors.phase_durations(viewer, start=board.window.start(board.now))
     board.durations = [
         {
             **r,
@@ -256,10 +257,10 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
-def alert_panels(board: Dashboard, user: User) -> None:
+def alert_panels(board: Dashboard, viewer: selectors.Viewer) -> None:
     window, now = board.window, board.now
     start = window.start(now)
-    counts = selectors.alert_counts(user, start=start, step=window.step)
+    counts = selectors.alert_counts(viewer, start=start, step=window.step)
     kinds = sorted({kind for _, kind in counts}, key=lambda k: (k not in ALERT_COLOURS, k))
     board.charts["alerts"] = (
         _time_chart(
@@ -281,7 +282,7 @@ def alert_panels(board: Dashboard, user: User) -> None:
     )
     per_kind = {kind: sum(n for (_, k), n in counts.items() if k == kind) for kind in kinds}
 
-    for row in selectors.alerts(user, start=start, kinds=selectors.SLA_KINDS):
+    for row in selectors.alerts(viewer, start=start, kinds=selectors.SLA_KINDS):
         d = row["details"] if isinstance(row["details"], dict) else {}
         board.sla_alerts.append(
             {
@@ -296,8 +297,8 @@ def alert_panels(board: Dashboard, user: User) -> None:
                 **_batch_links(d.get("batch_id")),
             }
         )
-    deadlines = selectors.deadline_batches(user)
-    flagged = selectors.sla_alert_kinds(user, deadlines)
+    deadlines = selectors.deadline_batches(viewer)
+    flagged = selectors.sla_alert_kinds(viewer, deadlines)
     for batch in deadlines:
         kinds_raised = flagged.get(str(batch.id), set())
         late = batch.deadline is not None and batch.deadline <= now
@@ -318,7 +319,7 @@ def alert_panels(board: Dashboard, user: User) -> None:
             }
         )
 
-    for row in selectors.alerts(user, start=start, kinds=selectors.INSIGHT_KINDS):
+    for row in selectors.alerts(viewer, start=start, kinds=selectors.INSIGHT_KINDS):
         d = row["details"] if isinstance(row["details"], dict) else {}
         where = " · ".join(str(d[k]) for k in ("pipeline", "phase", "dependency") if d.get(k))
         observed = ""
@@ -382,17 +383,17 @@ def _batch_row(batch: Batch, now: datetime) -> dict[str, Any]:
     }
 
 
-def batch_panels(board: Dashboard, user: User) -> None:
+def batch_panels(board: Dashboard, viewer: selectors.Viewer) -> None:
     now = board.now
-    board.active_batches = [_batch_row(b, now) for b in selectors.active_batches(user)]
+    board.active_batches = [_batch_row(b, now) for b in selectors.active_batches(viewer)]
     board.finished_batches = [
-        _batch_row(b, now) for b in selectors.finished_batches(user, start=board.window.start(now))
+        _batch_row(b, now) for b in selectors.finished_batches(viewer, start=board.window.start(now))
     ]
     board.tiles.insert(
         0,
         Tile(
             "batches at work",
-            formatting.compact(selectors.active_batches_count(user)),
+            formatting.compact(selectors.active_batches_count(viewer)),
             "received, accepted or running",
         ),
     )
@@ -447,20 +448,32 @@ def service_panels(board: Dashboard, probes: Probes) -> None:
         board.tiles.append(Tile("circuit breakers", "unavailable", board.breakers.error, tone="warn"))
 
 
-def build(user: User, window: Window, now: datetime, probes: Probes | None) -> Dashboard:
-    """The whole page for `user`; `probes` (started by the caller, superusers only) are
+def build(viewer: selectors.Viewer, window: Window, now: datetime, probes: Probes | None) -> Dashboard:
+    """The whole page for `viewer`; `probes` (started by the caller, superusers only) are
     waited for last, so they run while the database is read."""
-    ids = access.tenant_ids(user)
-    tenants = (
-        None if ids is None else sorted(Tenant.objects.filter(id__in=ids).values_list("slug", flat=True))
+    ids = access.tenant_ids(viewer.user)
+    visible = (
+        Tenant.objects.order_by("slug") if ids is None else Tenant.objects.filter(id__in=ids).order_by("slug")
     )
-    board = Dashboard(window=window, now=now, superuser=access.is_superuser(user), tenants=tenants)
-    batch_panels(board, user)
-    throughput_panels(board, user)
-    batches_panel(board, user)
-    fingerprints_panel(board, user)
-    duration_panel(board, user)
-    alert_panels(board, user)
+    choices = {t_id: slug for t_id, slug in visible.values_list("id", "slug")}
+    if viewer.tenant_id is not None:
+        tenants: list[str] | None = [choices[viewer.tenant_id]]
+    else:
+        tenants = None if ids is None else list(choices.values())
+    board = Dashboard(
+        window=window,
+        now=now,
+        superuser=access.is_superuser(viewer.user),
+        tenants=tenants,
+        tenant=choices.get(viewer.tenant_id) if viewer.tenant_id is not None else None,
+        tenant_choices=list(choices.values()),
+    )
+    batch_panels(board, viewer)
+    throughput_panels(board, viewer)
+    batches_panel(board, viewer)
+    fingerprints_panel(board, viewer)
+    duration_panel(board, viewer)
+    alert_panels(board, viewer)
     if probes is not None:
         service_panels(board, probes)
     return board

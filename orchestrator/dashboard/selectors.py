@@ -1,5 +1,6 @@
 """The dashboard's reads of the database, every one cut to the viewer's tenants
-(`orchestrator.access.scope`: a superuser sees every tenant and what belongs to none).
+(`Viewer.scope`, through `orchestrator.access.scope`: a superuser sees every tenant and
+what belongs to none; anyone may narrow the page to one of their tenants).
 
 Every query is bounded by the window (on an indexed time column: `PhaseRun.finished_at`,
 `OutboxEvent.created_at`, `Alert.created_at`, `ErrorFingerprint.last_seen`), by the
@@ -9,8 +10,9 @@ the number of rows, and none runs per row shown.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.postgres.aggregates import StringAgg
 from django.db.models import (
@@ -22,6 +24,7 @@ from django.db.models import (
     FloatField,
     Func,
     IntegerField,
+    Model,
     OuterRef,
     Q,
     QuerySet,
@@ -49,6 +52,7 @@ PREDICTED_ERROR_SURGE = "predicted_error_surge"
 PREDICTED_BREAKER_TRIP = "predicted_breaker_trip"
 INSIGHT_KINDS = (ANOMALY, PREDICTED_ERROR_SURGE, PREDICTED_BREAKER_TRIP)
 ROWS = 20  # rows of a table
+M = TypeVar("M", bound=Model)
 
 
 class DateBin(Func):
@@ -79,20 +83,34 @@ class Seconds(Func):
     output_field = FloatField()
 
 
-def visible_tenant_ids(user: User) -> list[int]:
-    """The ids of every tenant the user may read (all of them for a superuser)."""
-    ids = access.tenant_ids(user)
+@dataclass(frozen=True)
+class Viewer:
+    """Whose data the page shows: what `user` may read (`orchestrator.access`), cut to
+    one of those tenants when `tenant_id` is set."""
+
+    user: User
+    tenant_id: int | None = None
+
+    def scope(self, queryset: QuerySet[M]) -> QuerySet[M]:
+        """`queryset` (of a model with a `tenant` field) cut to what this viewer sees."""
+        scoped = access.scope(queryset, self.user, "tenant_id")
+        return scoped if self.tenant_id is None else scoped.filter(tenant_id=self.tenant_id)
+
+
+def visible_tenant_ids(viewer: Viewer) -> list[int]:
+    """The ids of the tenants the viewer sees (all of them for a superuser)."""
+    if viewer.tenant_id is not None:
+        return [viewer.tenant_id] if access.may(viewer.user, access.Do.READ, viewer.tenant_id) else []
+    ids = access.tenant_ids(viewer.user)
     return list(Tenant.objects.values_list("id", flat=True)) if ids is None else ids
 
 
-def item_throughput(user: User, *, start: datetime, step: timedelta) -> dict[datetime, dict[str, int]]:
+def item_throughput(viewer: Viewer, *, start: datetime, step: timedelta) -> dict[datetime, dict[str, int]]:
     """Items processed per bucket, by outcome (`succeeded`, `failed`, `skipped`), from the
     chunks recorded since `start` (every per-item phase records its items in chunks,
     inline batches included). The chunks are found through their phases, those finished
     since `start` or running now (both indexed)."""
-    phases = access.scope(
-        PhaseRun.objects.filter(Q(finished_at__gte=start) | Q(state=PhaseState.RUNNING)), user, "tenant_id"
-    )
+    phases = viewer.scope(PhaseRun.objects.filter(Q(finished_at__gte=start) | Q(state=PhaseState.RUNNING)))
     rows = (
         ChunkRun.objects.filter(phase_run_id__in=Subquery(phases.values("id")), finished_at__gte=start)
         .annotate(at=DateBin(step, "finished_at", start))
@@ -105,15 +123,11 @@ def item_throughput(user: User, *, start: datetime, step: timedelta) -> dict[dat
     }
 
 
-def batches_finished(user: User, *, start: datetime, step: timedelta) -> dict[tuple[datetime, str], int]:
+def batches_finished(viewer: Viewer, *, start: datetime, step: timedelta) -> dict[tuple[datetime, str], int]:
     """Batches that reached a terminal state, per bucket and state, counted from the
     events that say so (the outbox holds one per change, written with it)."""
     rows = (
-        access.scope(
-            OutboxEvent.objects.filter(created_at__gte=start, event_type__in=list(FINISH_EVENTS)),
-            user,
-            "tenant_id",
-        )
+        viewer.scope(OutboxEvent.objects.filter(created_at__gte=start, event_type__in=list(FINISH_EVENTS)))
         .annotate(at=DateBin(step, "created_at", start))
         .values("at", "event_type")
         .annotate(n=Count("id"))
@@ -122,17 +136,15 @@ def batches_finished(user: User, *, start: datetime, step: timedelta) -> dict[tu
     return {(r["at"], FINISH_EVENTS[r["event_type"]]): r["n"] for r in rows}
 
 
-def phase_durations(user: User, *, start: datetime, limit: int = ROWS) -> list[dict[str, Any]]:
+def phase_durations(viewer: Viewer, *, start: datetime, limit: int = ROWS) -> list[dict[str, Any]]:
     """p50 and p95 of the duration (dispatch to finish) of the phases that succeeded since
     `start`, per pipeline and phase, the slowest (by p95) first."""
     duration = Seconds(F("finished_at") - F("started_at"))
     rows = (
-        access.scope(
+        viewer.scope(
             PhaseRun.objects.filter(
                 finished_at__gte=start, state=PhaseState.SUCCEEDED, started_at__isnull=False
-            ),
-            user,
-            "tenant_id",
+            )
         )
         .values(pipeline=F("batch__pipeline_version__pipeline__name"), phase=F("name"))
         .annotate(runs=Count("id"), p50=PercentileCont(duration, 0.5), p95=PercentileCont(duration, 0.95))
@@ -141,25 +153,27 @@ def phase_durations(user: User, *, start: datetime, limit: int = ROWS) -> list[d
     return [dict(r) for r in rows]
 
 
-def error_fingerprints(user: User, *, start: datetime, limit: int = 10) -> list[dict[str, Any]]:
+def error_fingerprints(viewer: Viewer, *, start: datetime, limit: int = 10) -> list[dict[str, Any]]:
     """The most frequent error fingerprints seen since `start` (analytics.top_errors)."""
-    return top_errors(visible_tenant_ids(user), since=start, limit=limit)
+    return top_errors(visible_tenant_ids(viewer), since=start, limit=limit)
 
 
-def alerts(user: User, *, start: datetime, kinds: tuple[str, ...], limit: int = ROWS) -> list[dict[str, Any]]:
+def alerts(
+    viewer: Viewer, *, start: datetime, kinds: tuple[str, ...], limit: int = ROWS
+) -> list[dict[str, Any]]:
     """The newest alerts of these kinds raised since `start`."""
     rows = (
-        access.scope(Alert.objects.filter(created_at__gte=start, kind__in=kinds), user, "tenant_id")
+        viewer.scope(Alert.objects.filter(created_at__gte=start, kind__in=kinds))
         .order_by("-created_at", "-id")
         .values("id", "kind", "tenant__slug", "message", "details", "created_at", "acknowledged_at")[:limit]
     )
     return [dict(r) for r in rows]
 
 
-def alert_counts(user: User, *, start: datetime, step: timedelta) -> dict[tuple[datetime, str], int]:
+def alert_counts(viewer: Viewer, *, start: datetime, step: timedelta) -> dict[tuple[datetime, str], int]:
     """Alerts of every kind raised since `start`, per bucket and kind."""
     rows = (
-        access.scope(Alert.objects.filter(created_at__gte=start), user, "tenant_id")
+        viewer.scope(Alert.objects.filter(created_at__gte=start))
         .annotate(at=DateBin(step, "created_at", start))
         .values("at", "kind")
         .annotate(n=Count("id"))
@@ -200,55 +214,47 @@ def _progress(batches: QuerySet[Batch]) -> QuerySet[Batch]:
     )
 
 
-def _batches(user: User) -> QuerySet[Batch]:
-    return access.scope(
-        Batch.objects.select_related("tenant", "pipeline_version__pipeline"), user, "tenant_id"
-    )
+def _batches(viewer: Viewer) -> QuerySet[Batch]:
+    return viewer.scope(Batch.objects.select_related("tenant", "pipeline_version__pipeline"))
 
 
-def active_batches(user: User, *, limit: int = ROWS) -> list[Batch]:
+def active_batches(viewer: Viewer, *, limit: int = ROWS) -> list[Batch]:
     """The newest batches still at work, with their progress."""
-    return list(_progress(_batches(user).filter(state__in=ACTIVE_STATES)).order_by("-created_at")[:limit])
+    return list(_progress(_batches(viewer).filter(state__in=ACTIVE_STATES)).order_by("-created_at")[:limit])
 
 
-def active_batches_count(user: User) -> int:
-    return access.scope(Batch.objects.filter(state__in=ACTIVE_STATES), user, "tenant_id").count()
+def active_batches_count(viewer: Viewer) -> int:
+    return viewer.scope(Batch.objects.filter(state__in=ACTIVE_STATES)).count()
 
 
-def finished_batches(user: User, *, start: datetime, limit: int = ROWS) -> list[Batch]:
+def finished_batches(viewer: Viewer, *, start: datetime, limit: int = ROWS) -> list[Batch]:
     """The batches that finished last since `start` (by their finishing events)."""
     recent = (
-        access.scope(
-            OutboxEvent.objects.filter(created_at__gte=start, event_type__in=list(FINISH_EVENTS)),
-            user,
-            "tenant_id",
-        )
+        viewer.scope(OutboxEvent.objects.filter(created_at__gte=start, event_type__in=list(FINISH_EVENTS)))
         .order_by("-created_at")
         .values("batch_id")[:limit]
     )
-    found = _batches(user).filter(id__in=Subquery(recent), state__in=[s.value for s in BATCH_TERMINAL])
+    found = _batches(viewer).filter(id__in=Subquery(recent), state__in=[s.value for s in BATCH_TERMINAL])
     return list(_progress(found).order_by(F("finished_at").desc(nulls_last=True))[:limit])
 
 
-def deadline_batches(user: User, *, limit: int = ROWS) -> list[Batch]:
+def deadline_batches(viewer: Viewer, *, limit: int = ROWS) -> list[Batch]:
     """Batches with a deadline still at work, the nearest deadline first."""
     return list(
-        _batches(user)
+        _batches(viewer)
         .filter(state__in=ACTIVE_STATES, deadline__isnull=False)
         .order_by("deadline", "id")[:limit]
     )
 
 
-def sla_alert_kinds(user: User, batches: list[Batch]) -> dict[str, set[str]]:
+def sla_alert_kinds(viewer: Viewer, batches: list[Batch]) -> dict[str, set[str]]:
     """batch id → the SLA alert kinds raised about it (read since the oldest of them began)."""
     if not batches:
         return {}
     since = min(b.created_at for b in batches)
     ids = [str(b.id) for b in batches]
-    rows = access.scope(
-        Alert.objects.filter(created_at__gte=since, kind__in=SLA_KINDS, details__batch_id__in=ids),
-        user,
-        "tenant_id",
+    rows = viewer.scope(
+        Alert.objects.filter(created_at__gte=since, kind__in=SLA_KINDS, details__batch_id__in=ids)
     ).values_list("details__batch_id", "kind")
     found: dict[str, set[str]] = {}
     for batch_id, kind in rows:

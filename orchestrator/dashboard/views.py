@@ -15,10 +15,12 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
 from orchestrator import access
+from orchestrator.access import Do
 from orchestrator.dashboard import panels
 from orchestrator.dashboard.probes import service_probes
+from orchestrator.dashboard.selectors import Viewer
 from orchestrator.dashboard.windows import WINDOWS, UnknownWindow, parse_window
-from orchestrator.models import Batch
+from orchestrator.models import Batch, Tenant
 from orchestrator.selectors import batch_graph
 
 LOGIN_URL = reverse_lazy("admin:login")
@@ -40,17 +42,28 @@ def _secured(response: HttpResponse) -> HttpResponse:
 @login_required(login_url=LOGIN_URL)
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Throughput, phase durations, errors, SLA, anomalies, batches and (superusers) the
-    service's queues, consumer lag and breakers, over `?range=` (1h, 6h, 24h, 7d)."""
+    service's queues, consumer lag and breakers, over `?range=` (1h, 6h, 24h, 7d), of
+    every tenant the user may read or of the one `?tenant=` names."""
     try:
         window = parse_window(request.GET.get("range"))
     except UnknownWindow as exc:
-        refused = {"message": str(exc), "windows": WINDOWS.values()}
-        return _secured(render(request, "dashboard/bad_request.html", refused, status=400))
+        return _refused(request, str(exc), status=400)
+    tenant_id = None
+    if slug := request.GET.get("tenant"):
+        # Another tenant's slug answers as one that does not exist: nothing is revealed.
+        tenant_id = Tenant.objects.filter(slug=slug).values_list("id", flat=True).first()
+        if tenant_id is None or not access.may(request.user, Do.READ, tenant_id):
+            return _refused(request, f"you have no tenant {slug[:63]!r}", status=404)
     # The service's own state is no tenant's (orchestrator.access): superusers see it.
     probes = service_probes() if access.is_superuser(request.user) else None
-    board = panels.build(request.user, window, timezone.now(), probes)
+    board = panels.build(Viewer(request.user, tenant_id), window, timezone.now(), probes)
     context: dict[str, Any] = {"board": board, "windows": WINDOWS.values(), "charts": board.chart_data()}
     return _secured(render(request, "dashboard/index.html", context))
+
+
+def _refused(request: HttpRequest, message: str, *, status: int) -> HttpResponse:
+    context = {"message": message, "windows": WINDOWS.values()}
+    return _secured(render(request, "dashboard/bad_request.html", context, status=status))
 
 
 @require_GET

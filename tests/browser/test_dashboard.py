@@ -139,3 +139,20 @@ def test_a_batch_links_to_its_admin_page_and_its_graph(
     assert browser_page.page.url.endswith(f"/dashboard/batches/{running.id}/graph/")
     assert browser_page.page.locator(".graph svg").count() == 1
     assert browser_page.problems() == []
+
+
+def test_a_superuser_picks_one_tenant_from_the_menu(
+    browser_page: BrowserPage, two_tenants: dict[str, Any]
+) -> None:
+    superuser("root")
+    browser_page.login("root", PASSWORD, next_path="/dashboard/?range=6h")
+
+    with browser_page.page.expect_navigation(wait_until="networkidle"):
+        browser_page.page.select_option("#tenant-select", "zeta")
+
+    assert browser_page.page.url.endswith("/dashboard/?range=6h&tenant=zeta")
+    found = charts(browser_page)
+    assert_drawn_with_data({n: c for n, c in found.items() if n in USER_CHARTS}, USER_CHARTS)
+    text = browser_page.page.inner_text("main")
+    assert "zeta-running-0" in text and "acme-" not in text
+    assert browser_page.problems() == []

@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.support.dashboard_data import member, service_alert, superuser, tenant_data
-from tests.support.factories import ChunkRunFactory
+from tests.support.factories import ChunkRunFactory, MembershipFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -110,6 +110,44 @@ def test_the_charts_reach_the_page_as_json_and_no_inline_script() -> None:
     assert "script-src 'self'" in response["Content-Security-Policy"]
     scripts = page.count("<script")
     assert scripts == page.count("<script src=") + 1  # the data block; every other script is a file
+
+
+def test_a_superuser_may_narrow_the_page_to_one_tenant() -> None:
+    now = timezone.now()
+    tenant_data("acme", now)
+    zeta = tenant_data("zeta", now, finished=2)
+    service_alert(now)
+
+    response = logged_in(superuser()).get(URL, {"tenant": "zeta", "range": "6h"})
+
+    page = response.content.decode()
+    assert response.status_code == 200 and "zeta-running-0" in page
+    assert "acme-" not in page and "scoring-dashboard" not in page
+    assert sum(sum(d["data"]) for d in charts_of(response)["batches"]["datasets"]) == len(zeta.finished)
+    assert 'href="?range=1h&amp;tenant=zeta"' in page  # the range chips keep the tenant
+    assert "queues" in charts_of(response)  # the service's panels are not a tenant's
+
+
+def test_a_member_of_two_tenants_chooses_between_them_and_no_other() -> None:
+    now = timezone.now()
+    acme, globex = tenant_data("acme", now), tenant_data("globex", now, finished=1)
+    tenant_data("zeta", now, finished=1)
+    user = member(acme.tenant, "ann")
+    MembershipFactory(user=user, tenant=globex.tenant, role="viewer")
+    client = logged_in(user)
+
+    both = client.get(URL)
+    one = client.get(URL, {"tenant": "globex"})
+    other = client.get(URL, {"tenant": "zeta"})
+    unknown = client.get(URL, {"tenant": "nope"})
+
+    assert both.context["board"].tenant_choices == ["acme", "globex"]
+    assert "acme-running-0" in both.content.decode() and "globex-running-0" in both.content.decode()
+    assert "globex-running-0" in one.content.decode() and "acme-running-0" not in one.content.decode()
+    # Another's tenant and no tenant at all answer alike.
+    assert other.status_code == unknown.status_code == 404
+    assert "you have no tenant &#x27;zeta&#x27;" in other.content.decode()
+    assert "zeta-" not in other.content.decode()
 
 
 def test_each_range_reads_its_own_window() -> None:

@@ -2,6 +2,10 @@
    <script type="application/json" id="dashboard-charts"> (orchestrator/dashboard/panels.py). */
 (function () {
   "use strict";
+  var tenant = document.getElementById("tenant-select");
+  if (tenant) {
+    tenant.addEventListener("change", function () { tenant.form.submit(); });
+  }
   var source = document.getElementById("dashboard-charts");
   if (!source || typeof Chart === "undefined") {
     return;
