@@ -21,6 +21,7 @@ from orchestrator.dashboard.probes import service_probes
 from orchestrator.dashboard.selectors import Viewer
 from orchestrator.dashboard.windows import WINDOWS, UnknownWindow, parse_window
 from orchestrator.models import Batch, Tenant
+from orchestrator.pipelines import PipelineDefinitionError
 from orchestrator.selectors import batch_graph
 
 LOGIN_URL = reverse_lazy("admin:login")
@@ -76,7 +77,11 @@ def batch_graph_page(request: HttpRequest, batch_id: UUID) -> HttpResponse:
         ),
         id=batch_id,
     )
-    # orchestrator.graphs escapes every text it draws into the SVG.
-    svg = mark_safe(batch_graph(batch))  # noqa: S308
-    context = {"batch": batch, "svg": svg}
+    try:
+        # orchestrator.graphs escapes every text it draws into the SVG.
+        svg, problem = mark_safe(batch_graph(batch)), ""  # noqa: S308
+    except PipelineDefinitionError as exc:
+        # A version this process cannot plan (a handler it does not have): say so.
+        svg, problem = mark_safe(""), f"{batch.pipeline_version} cannot be drawn here: {exc}"  # noqa: S308
+    context = {"batch": batch, "svg": svg, "problem": problem}
     return _secured(render(request, "dashboard/graph.html", context))

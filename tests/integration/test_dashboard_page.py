@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.support.dashboard_data import member, service_alert, superuser, tenant_data
-from tests.support.factories import ChunkRunFactory, MembershipFactory
+from tests.support.factories import BatchFactory, ChunkRunFactory, MembershipFactory, PipelineVersionFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -238,6 +238,18 @@ def test_a_batch_graph_is_shown_to_its_tenant_only() -> None:
     assert own.status_code == 200
     assert "<svg" in own.content.decode() and "acme-running-0" in own.content.decode()
     assert other.status_code == 404
+
+
+def test_a_batch_graph_this_process_cannot_plan_says_why() -> None:
+    version = PipelineVersionFactory(
+        definition={"phases": [{"name": "gone", "handler": "retired.handler", "mode": "per_batch"}]}
+    )
+    batch = BatchFactory(pipeline_version=version)
+
+    response = logged_in(superuser()).get(reverse("dashboard:batch-graph", args=[batch.id]))
+
+    assert response.status_code == 200
+    assert "cannot be drawn here: phase &#x27;gone&#x27;: unknown handler" in response.content.decode()
 
 
 @pytest.fixture
