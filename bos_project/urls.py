@@ -1,4 +1,4 @@
-"""URL map: the API, its schema and docs, health, metrics and the admin."""
+"""URL map: the API, its schema and docs, health, metrics, the dashboard and the admin."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),
+    path("dashboard/", include("orchestrator.dashboard.urls")),
     path("admin/bos/breakers/", admin.site.admin_view(breakers_page), name="admin-breakers"),
     path("admin/", admin.site.urls),
 ]

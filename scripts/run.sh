@@ -12,6 +12,7 @@ cat <<MSG
     API        http://127.0.0.1:${port}/api/v1/
     API docs   http://127.0.0.1:${port}/api/docs/
     admin      http://127.0.0.1:${port}/admin/
+    dashboard  http://127.0.0.1:${port}/dashboard/
     health     http://127.0.0.1:${port}/readyz   metrics http://127.0.0.1:${port}/metrics
     Flower     http://127.0.0.1:${BOS_FLOWER_PORT:-5555}/
   In another shell: make demo

@@ -160,6 +160,12 @@ if not 0.0 <= BOS_SERVICE_DEGRADED_BELOW <= 1.0:
 BOS_KAFKA_END_OFFSETS = choice("BOS_KAFKA_END_OFFSETS", ("highwater", "list_offsets"), "highwater")
 # Longest time /metrics spends asking the broker for the consumer lag.
 BOS_LAG_METRICS_TIMEOUT_SECONDS = env.float("BOS_LAG_METRICS_TIMEOUT_SECONDS", default=5.0)
+# Longest time /dashboard/ waits for the broker, Kafka and Redis (docs/dashboard.md).
+BOS_DASHBOARD_PROBE_SECONDS = env.float("BOS_DASHBOARD_PROBE_SECONDS", default=2.0)
+if not 0.1 <= BOS_DASHBOARD_PROBE_SECONDS <= 30:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("BOS_DASHBOARD_PROBE_SECONDS must be between 0.1 and 30 seconds")
 
 # --- Metrics (docs/observability.md "Metrics") ---
 # Where every BOS process of the machine keeps its metric values (prometheus_client's

@@ -675,6 +675,16 @@ SETTINGS: tuple[Setting, ...] = (
         _WEB,
     ),
     S("BOS_DEMO_TENANT", "str", "demo", "The tenant of the demo user.", _WEB),
+    S(
+        "BOS_DASHBOARD_PROBE_SECONDS",
+        "float",
+        2.0,
+        "Longest time `/dashboard/` waits for the Celery broker, Kafka and Redis (queue depths, "
+        "consumer lag, breakers, asked at once); past it, a panel says `unavailable`. See [dashboard.md](dashboard.md).",
+        _WEB,
+        min=0.1,
+        max=30,
+    ),
     # --- downstream services ---
     S(
         "BOS_SERVICES",

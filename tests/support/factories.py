@@ -11,7 +11,19 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from bos_project.settings.environment import BASE_DIR
-from orchestrator.models import Batch, Membership, OutboxEvent, Pipeline, PipelineVersion, Tenant
+from orchestrator.models import (
+    Alert,
+    Batch,
+    ChunkRun,
+    ErrorCount,
+    ErrorFingerprint,
+    Membership,
+    OutboxEvent,
+    PhaseRun,
+    Pipeline,
+    PipelineVersion,
+    Tenant,
+)
 from orchestrator.services.batches import BatchRequest
 from orchestrator.services.events import claim_sequences, event_envelope
 from orchestrator.services.pipelines import pipeline_publish, pipeline_publish_file
@@ -74,6 +86,94 @@ class BatchFactory(factory.django.DjangoModelFactory):
     external_id = factory.Sequence(lambda n: f"ext-{n}")
     pipeline_version = factory.SubFactory(PipelineVersionFactory)
     state = "running"
+
+
+class PhaseRunFactory(factory.django.DjangoModelFactory):
+    """A phase of a batch (its tenant's), finished successfully unless told otherwise.
+
+    `started_at` and `finished_at` default to now; pass them for a real duration."""
+
+    class Meta:
+        model = PhaseRun
+
+    batch = factory.SubFactory(BatchFactory)
+    tenant = factory.SelfAttribute("batch.tenant")
+    name = factory.Sequence(lambda n: f"phase-{n}")
+    handler = "test.echo"
+    mode = "per_item"
+    position = 0
+    state = "succeeded"
+    attempts = 1
+    started_at = factory.LazyFunction(timezone.now)
+    work_started_at = factory.SelfAttribute("started_at")
+    finished_at = factory.LazyFunction(timezone.now)
+
+
+class ChunkRunFactory(factory.django.DjangoModelFactory):
+    """A recorded chunk of a per-item phase: how many of its items succeeded or failed."""
+
+    class Meta:
+        model = ChunkRun
+
+    phase_run = factory.SubFactory(PhaseRunFactory)
+    start = 0
+    end = factory.LazyAttribute(lambda o: o.start + o.succeeded + o.failed + o.skipped)
+    succeeded = 10
+    failed = 0
+    skipped = 0
+    finished_at = factory.LazyFunction(timezone.now)
+    started_at = factory.SelfAttribute("finished_at")
+
+
+class ErrorFingerprintFactory(factory.django.DjangoModelFactory):
+    """A kind of failure of a tenant, as `analyze_errors` stores it."""
+
+    class Meta:
+        model = ErrorFingerprint
+
+    tenant = factory.SubFactory(TenantFactory)
+    fingerprint = factory.LazyFunction(lambda: uuid.uuid4().hex + uuid.uuid4().hex[:24])
+    error_type = "ItemFailed"
+    error_class = "bad_input"
+    message = "text has <n> words; at least <n> are needed"
+    pipeline = "essay-analysis"
+    phase = "validate"
+    sample = factory.LazyAttribute(lambda o: o.message.replace("<n>", "2"))
+    count = 1
+    first_seen = factory.LazyFunction(timezone.now)
+    last_seen = factory.SelfAttribute("first_seen")
+
+
+class ErrorCountFactory(factory.django.DjangoModelFactory):
+    """Occurrences of a fingerprint in one hour (`hour` is the hour's start)."""
+
+    class Meta:
+        model = ErrorCount
+
+    fingerprint = factory.SubFactory(ErrorFingerprintFactory)
+    hour = factory.LazyFunction(lambda: timezone.now().replace(minute=0, second=0, microsecond=0))
+    count = 1
+
+
+class AlertFactory(factory.django.DjangoModelFactory):
+    """An alert of a kind (`new_error_pattern`, `batch.sla_at_risk`, `anomaly`, …).
+
+    `at` sets `created_at` (which `auto_now_add` would set to now)."""
+
+    class Meta:
+        model = Alert
+        skip_postgeneration_save = True
+
+    tenant = factory.SubFactory(TenantFactory)
+    kind = "new_error_pattern"
+    message = factory.LazyAttribute(lambda o: f"{o.kind} alert")
+    details = factory.LazyFunction(dict)
+
+    @factory.post_generation
+    def at(obj: Alert, create: bool, extracted: datetime | None, **kwargs: Any) -> None:
+        if extracted is not None and create:
+            Alert.objects.filter(pk=obj.pk).update(created_at=extracted)
+            obj.created_at = extracted
 
 
 class OutboxEventFactory(factory.django.DjangoModelFactory):
