@@ -4,6 +4,8 @@ line carries the request's `correlation_id` (from the `X-Correlation-ID` respons
 
 from __future__ import annotations
 
+from typing import Any
+
 from bos_project.settings.environment import bos_env, env
 from orchestrator.observability.logging import log_format, logging_config
 
@@ -21,3 +23,15 @@ _config["loggers"].update(
 logconfig_dict = _config
 # The response header is named so that AccessLogCorrelation can make it the line's field.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms %({x-correlation-id}o)s'
+# Traces (OTEL_EXPORTER_OTLP_ENDPOINT set) are set up when bos_project/wsgi.py is imported,
+# which each worker does after the fork as long as the app is not preloaded: the span
+# processor's export thread must belong to the process that records the spans (a thread of
+# the arbiter would not exist in its forked workers).
+preload_app = False
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """A worker stopping exports the spans it still holds."""
+    from orchestrator.observability import tracing
+
+    tracing.shutdown()

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand
 
 from orchestrator.kafka.publisher import OutboxPublisher
 from orchestrator.management.commands._loop import ShutdownFlag
+from orchestrator.observability import tracing
 
 
 class Command(BaseCommand):
@@ -16,8 +17,12 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         stop = ShutdownFlag()
         stop.install()
-        publisher = OutboxPublisher(should_stop=stop)
+        tracing.setup("publisher")
         try:
-            publisher.run()
+            publisher = OutboxPublisher(should_stop=stop)
+            try:
+                publisher.run()
+            finally:
+                publisher.close()
         finally:
-            publisher.close()
+            tracing.shutdown()
