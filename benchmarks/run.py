@@ -7,6 +7,10 @@ Runs 2,000 essays through the demo pipeline three ways on one Celery worker proc
   (c) hand-written chunked chords (100 items per task, one write per chunk),
 then the latency of a 1-item batch from the Kafka request to its `batch.completed`
 event, through the real consumer and outbox publisher processes. Prints a table.
+
+With `--otlp`, every process exports traces (OpenTelemetry, OTLP/HTTP) to a receiver
+started here, which decodes and keeps the spans as a collector would: the cost of tracing
+(docs/benchmarks.md, "Cost of tracing"). This process then traces its own batch intake too.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,7 @@ from benchmarks import baseline_tasks  # noqa: E402
 from orchestrator.kafka.clients import ensure_topics, make_producer  # noqa: E402
 from orchestrator.management.commands.demo import sample_essays  # noqa: E402
 from orchestrator.models import Batch, ProcessedEvent, Tenant  # noqa: E402
+from orchestrator.observability import tracing  # noqa: E402
 from orchestrator.services.batches import BatchRequest, batch_create  # noqa: E402
 
 TENANT = "bench"
@@ -80,14 +86,25 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
     raise SystemExit(f"benchmark: timed out waiting for {what}")
 
 
+def _traced(name: str) -> AbstractContextManager[Any]:
+    """A root span for a batch sent from here (with --otlp), so its work is one trace."""
+    return tracing.tracer().start_as_current_span(name) if tracing.enabled() else nullcontext()
+
+
 def run_bos(items: list[dict[str, Any]]) -> float:
     started = time.perf_counter()
-    batch = batch_create(
-        request=BatchRequest(
-            tenant=TENANT, external_id=f"bench-{uuid.uuid4().hex}", pipeline="essay-analysis", items=items
-        ),
-        actor="benchmark",
-    ).batch
+    with _traced("benchmark batch"):
+        batch = batch_create(
+            request=BatchRequest(
+                tenant=TENANT, external_id=f"bench-{uuid.uuid4().hex}", pipeline="essay-analysis", items=items
+            ),
+            actor="benchmark",
+        ).batch
+    with tracing.quiet():  # the polling below is the benchmark's, not BOS's
+        return _finished(batch, started)
+
+
+def _finished(batch: Batch, started: float) -> float:
     state = wait_for(
         lambda: (
             Batch.objects.filter(id=batch.id, state__in=["completed", "completed_with_errors", "failed"])
@@ -116,7 +133,8 @@ def run_baseline(start: Callable[[str, list[tuple[str, str]]], None], items: lis
             cursor.execute(f"SELECT 1 FROM {baseline_tasks.TABLE}_done WHERE run=%s", [run])  # noqa: S608
             return cursor.fetchone() is not None
 
-    wait_for(done, timeout=900, what="the baseline run")
+    with tracing.quiet():
+        wait_for(done, timeout=900, what="the baseline run")
     return time.perf_counter() - started
 
 
@@ -181,7 +199,21 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of (a) and (c); the median counts")
     parser.add_argument("--skip-naive", action="store_true", help="skip (b), which takes about 40 s")
     parser.add_argument("--latency-runs", type=int, default=20)
+    parser.add_argument(
+        "--otlp",
+        action="store_true",
+        help="every process exports traces over OTLP/HTTP to a receiver started here (the cost of tracing)",
+    )
     args = parser.parse_args()
+    receiver = None
+    if args.otlp:
+        from tests.support.otlp import OtlpReceiver
+
+        receiver = OtlpReceiver()
+        threading.Thread(target=receiver.serve_forever, name="otlp-receiver", daemon=True).start()
+        # Read by the processes started below (and by this one's set-up).
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
+        tracing.setup("web")
 
     call_command("migrate", verbosity=0)
     call_command("publish_pipelines", stdout=open(os.devnull, "w"))  # noqa: SIM115
@@ -249,6 +281,14 @@ def main() -> None:
         f"1-item batch, Kafka request → batch.completed event: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
         f"min {min(latencies):.1f} ms over {len(latencies)} runs (target p50 ≤ 50 ms)"
     )
+    if receiver is not None:
+        tracing.shutdown()
+        spans = receiver.received()
+        console.print(
+            f"traces: {len(spans):,} spans in {receiver.requests:,} OTLP requests from "
+            f"{len({s.service for s in spans})} services, {len({s.trace_id for s in spans}):,} traces"
+        )
+        receiver.shutdown()
 
 
 if __name__ == "__main__":

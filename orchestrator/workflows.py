@@ -9,6 +9,10 @@ from the routing rules (orchestrator/routing.py); None means the task's default 
 Tasks are named, never imported: the domain package does not depend on `tasks/`. Every
 task about a phase carries the phase attempt it works for, so whatever it writes is
 fenced (a leftover of an earlier attempt changes nothing).
+
+Every task about a batch is sent within the batch's trace context (`Batch.traceparent`)
+unless the sender's span is already in that trace, so work sent by beat, the reconciler
+or another batch's commit is traced with its own batch (docs/observability.md#traces).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ more for each next one. `emit()` numbers the events it stores from `Batch.events
 raised by one UPDATE … RETURNING per emit; that row lock also orders concurrent writers,
 so a batch's sequence order is its commit order and its outbox id order. Events of no
 batch (alerts) carry `"sequence": null`.
+
+`emit()` also stores, on each event, the traceparent of the span storing it: the
+publisher's span is its child, and its record's `traceparent` header continues the trace.
 """
 
 from __future__ import annotations

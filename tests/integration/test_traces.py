@@ -8,17 +8,22 @@ import json
 import signal
 import socket
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
+from rest_framework.test import APIClient
 
+from orchestrator.contracts import validate_headers
 from orchestrator.kafka.clients import ensure_topics, make_producer
+from orchestrator.kafka.consumer import BatchRequestConsumer
+from orchestrator.kafka.publisher import OutboxPublisher
 from orchestrator.models import Batch, OutboxEvent
 from orchestrator.observability import tracing
 from tests.conftest import LOG_DIR
 from tests.integration.test_structured_logs import start
-from tests.support.factories import essay_items, request_message
+from tests.support.factories import MembershipFactory, essay_items, request_message
 from tests.support.kafka import headers_of, read_topic
 from tests.support.otlp import OtlpReceiver, ReceivedSpan, otlp_receiver
 from tests.support.processes import stop
@@ -47,6 +52,24 @@ def finished_batch(external_id: str) -> Batch:
         what="the batch's events published",
     )
     return batch
+
+
+def write_tree(spans: list[ReceivedSpan], path: Path) -> None:
+    """The trace as an indented tree, for a person reading a failure."""
+    children: dict[str, list[ReceivedSpan]] = {}
+    for span in sorted(spans, key=lambda s: s.start_ns):
+        children.setdefault(span.parent_id, []).append(span)
+    ids = {s.span_id for s in spans}
+    lines: list[str] = []
+
+    def walk(span: ReceivedSpan, depth: int) -> None:
+        lines.append(f"{'  ' * depth}{span.name}  [{span.service}]")
+        for child in children.get(span.span_id, []):
+            walk(child, depth + 1)
+
+    for root in [s for s in spans if s.parent_id not in ids]:
+        walk(root, 0)
+    path.write_text("\n".join(lines) + "\n")
 
 
 def whole_trace(receiver: OtlpReceiver, batch: Batch) -> list[ReceivedSpan]:
@@ -110,6 +133,7 @@ def test_one_trace_spans_consumer_worker_database_and_published_events() -> None
         # Each process exported what it still held as it stopped.
         everything = receiver.received()
     spans = [s for s in everything if s.trace_id == inbound_trace]
+    write_tree(spans, logs / "trace.txt")
 
     # The batch stored the consumer span's context: in the inbound trace.
     assert tracing.trace_id_of(batch.traceparent) == inbound_trace
@@ -141,6 +165,7 @@ def test_one_trace_spans_consumer_worker_database_and_published_events() -> None
     assert records
     publish_ids = {s.span_id for s in published}
     for record in records:
+        validate_headers("event", headers_of(record))  # schemas/headers/event.schema.json
         header = headers_of(record)["traceparent"]
         assert tracing.trace_id_of(header) == inbound_trace
         assert header.split("-")[2] in publish_ids  # the publish span is the event's parent
@@ -154,3 +179,57 @@ def test_one_trace_spans_consumer_worker_database_and_published_events() -> None
     assert [s.parent_id for s in received] == [""], received
     assert received[0].attributes["bos.batch.id"] == str(other.id)
     assert any(s.name.startswith("publish ") for s in everything if s.trace_id == own)
+
+
+@pytest.fixture
+def operator(transactional_db: None) -> APIClient:
+    membership = MembershipFactory(tenant__slug="acme")
+    client = APIClient()
+    client.force_authenticate(membership.user)
+    return client
+
+
+def new_traceparent() -> str:
+    return f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+
+
+@pytest.mark.usefixtures("essay_pipeline", "held_batches")
+def test_with_tracing_off_a_records_traceparent_is_passed_through_to_its_events(
+    request_consumer: BatchRequestConsumer,
+) -> None:
+    traceparent = new_traceparent()
+    message = request_message()
+    send_with_headers(settings.BOS_TOPIC_REQUESTS, message, [("traceparent", traceparent.encode())])
+
+    def stored() -> Batch | None:
+        request_consumer.poll_once()
+        return Batch.objects.filter(external_id=message["data"]["external_id"]).first()
+
+    batch = wait_for(stored, timeout=60, what="the batch")
+    assert batch.traceparent == traceparent
+    assert OutboxEvent.objects.get(batch=batch, event_type="batch.accepted").traceparent == traceparent
+
+    topic = f"{settings.BOS_TOPIC_EVENTS}.{uuid.uuid4().hex[:8]}"
+    ensure_topics([topic], partitions=1)
+    publisher = OutboxPublisher(topic=topic)
+    try:
+        wait_for(lambda: not publisher.publish_once(), timeout=60, what="the pending events published")
+    finally:
+        publisher.close()
+    [record] = [r for r in read_topic(topic, min_records=1) if r.key == str(batch.id).encode()]
+    assert headers_of(record)["traceparent"] == traceparent
+
+
+@pytest.mark.usefixtures("essay_pipeline", "held_batches")
+@pytest.mark.parametrize(("sent", "kept"), [("valid", True), ("00-not-a-traceparent-01", False)])
+def test_a_rest_batch_keeps_the_callers_valid_traceparent(operator: APIClient, sent: str, kept: bool) -> None:
+    traceparent = new_traceparent() if sent == "valid" else sent
+    body = {
+        "tenant": "acme",
+        "external_id": f"rest-{uuid.uuid4().hex[:8]}",
+        "pipeline": "essay-analysis",
+        "items": essay_items(2),
+    }
+    response = operator.post("/api/v1/batches/", body, format="json", HTTP_TRACEPARENT=traceparent)
+    assert response.status_code == 201, response.content
+    assert Batch.objects.get(id=response.json()["id"]).traceparent == (traceparent if kept else "")
