@@ -39,6 +39,7 @@ os.environ["BOS_TOPIC_DLQ"] = f"bench-{RUN_ID}.dlq"
 os.environ["BOS_CONSUMER_GROUP"] = f"bench-{RUN_ID}"
 
 import django  # noqa: E402
+import psutil  # noqa: E402
 
 django.setup()
 
@@ -74,6 +75,25 @@ def process(args: list[str], name: str) -> Iterator[subprocess.Popen[bytes]]:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def cpu_seconds(*procs: subprocess.Popen[bytes]) -> float:
+    """User + system CPU the processes and their children (a worker's pool) have used so far:
+    what a run costs, whatever else the machine is doing meanwhile."""
+    total = 0.0
+    for proc in procs:
+        try:
+            root = psutil.Process(proc.pid)
+            family = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for member in family:
+            try:
+                times = member.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+    return total
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.005) -> Any:
@@ -138,15 +158,19 @@ def run_baseline(start: Callable[[str, list[tuple[str, str]]], None], items: lis
     return time.perf_counter() - started
 
 
-def measure_latency(runs: int) -> list[float]:
-    """Milliseconds from sending a 1-item request to reading its batch.completed event."""
+def measure_latency(runs: int, worker: subprocess.Popen[bytes]) -> tuple[list[float], float]:
+    """Milliseconds from sending a 1-item request to reading its batch.completed event; and
+    the CPU milliseconds per request of the consumer, publisher and worker together."""
     ensure_topics([settings.BOS_TOPIC_REQUESTS, settings.BOS_TOPIC_EVENTS, settings.BOS_TOPIC_DLQ])
     python = sys.executable
     latencies: list[float] = []
     with (
-        process([python, "manage.py", "consume_batches", "--session-timeout-ms", "6000"], "consumer"),
-        process([python, "manage.py", "publish_outbox"], "publisher"),
+        process(
+            [python, "manage.py", "consume_batches", "--session-timeout-ms", "6000"], "consumer"
+        ) as consumer,
+        process([python, "manage.py", "publish_outbox"], "publisher") as publisher,
     ):
+        cpu = 0.0
         events = KafkaConsumer(
             bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, group_id=None, fetch_max_wait_ms=5
         )
@@ -164,6 +188,8 @@ def measure_latency(runs: int) -> list[float]:
                 "tenant": TENANT,
                 "data": {"external_id": external_id, "pipeline": "essay-analysis", "items": sample_essays(1)},
             }
+            if i == 2:
+                cpu = cpu_seconds(consumer, publisher, worker)
             started = time.perf_counter()
             producer.send(
                 settings.BOS_TOPIC_REQUESTS,
@@ -186,9 +212,10 @@ def measure_latency(runs: int) -> list[float]:
                 raise SystemExit("benchmark: no batch.completed event within 60 s")
             if i >= 2:  # the first two warm up the consumer's group join and the worker
                 latencies.append((time.perf_counter() - started) * 1000)
+        cpu = cpu_seconds(consumer, publisher, worker) - cpu
         producer.close()
         events.close()
-    return latencies
+    return latencies, cpu * 1000 / runs
 
 
 def main() -> None:
@@ -241,16 +268,19 @@ def main() -> None:
     from bos_project.celery import app
 
     try:
-        with process(worker, "worker"):
+        with process(worker, "worker") as worker_proc:
             wait_for(lambda: app.control.ping(timeout=0.5), timeout=60, what="the worker", interval=0.1)
             console.print(f"worker up; warming up, then {args.items} essays × {args.repeat} runs")
             run_bos(items[:50])
             run_baseline(baseline_tasks.start_chunked, items[:50])
+            cpu = cpu_seconds(worker_proc)
             bos = [run_bos(items) for _ in track(range(args.repeat), description="(a) BOS", console=console)]
+            cpu_bos, cpu = (cpu_seconds(worker_proc) - cpu) / args.repeat, cpu_seconds(worker_proc)
             chunked = [
                 run_baseline(baseline_tasks.start_chunked, items)
                 for _ in track(range(args.repeat), description="(c) chunked", console=console)
             ]
+            cpu_chunked = (cpu_seconds(worker_proc) - cpu) / args.repeat
             rows.append(("(a) BOS", statistics.median(bos)))
             if not args.skip_naive:
                 console.print("(b) one task per item per phase …")
@@ -258,7 +288,7 @@ def main() -> None:
                     ("(b) Celery, a task per item per phase", run_baseline(baseline_tasks.start_naive, items))
                 )
             rows.append(("(c) Celery, chunked chords, a write per chunk", statistics.median(chunked)))
-            latencies = measure_latency(args.latency_runs)
+            latencies, cpu_latency = measure_latency(args.latency_runs, worker_proc)
     finally:
         baseline_tasks.drop_table()
         ProcessedEvent.objects.filter(tenant__slug=TENANT).delete()
@@ -280,6 +310,10 @@ def main() -> None:
     console.print(
         f"1-item batch, Kafka request → batch.completed event: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
         f"min {min(latencies):.1f} ms over {len(latencies)} runs (target p50 ≤ 50 ms)"
+    )
+    console.print(
+        f"worker CPU per run: (a) {cpu_bos:.2f} s, (c) {cpu_chunked:.2f} s; "
+        f"1-item batch: {cpu_latency:.1f} CPU ms (consumer + publisher + worker)"
     )
     if receiver is not None:
         tracing.shutdown()

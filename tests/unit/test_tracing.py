@@ -85,3 +85,17 @@ def test_with_tracing_off_a_stored_traceparent_passes_through() -> None:
     assert tracing.traceparent_in(VALID) == VALID
     with tracing.within(VALID):
         assert tracing.current_traceparent() == ""
+
+
+def test_a_replayed_event_carries_its_stored_traceparent() -> None:
+    from orchestrator.contracts import validate_headers
+    from orchestrator.kafka.replay import replay_headers
+
+    headers = replay_headers(
+        "batch.completed", {}, replay_id="replay-1", replayed_at="2026-12-02T00:00:00Z", traceparent=VALID
+    )
+    decoded = {name: value.decode() for name, value in headers}
+    assert decoded["traceparent"] == VALID
+    validate_headers("event", decoded)
+    untraced = replay_headers("batch.completed", {}, replay_id="replay-1", replayed_at="2026-12-02T00:00:00Z")
+    assert "traceparent" not in dict(untraced)
