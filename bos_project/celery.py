@@ -4,6 +4,9 @@ Logging: Celery uses Django's LOGGING (the structlog pipeline) instead of its ow
 every task runs in the correlation context of whoever sent it (orchestrator/observability).
 Metrics: queue wait, duration and database use per task, and each process's memory
 (orchestrator/observability/task_metrics.py, metrics.py).
+Traces (OTEL_EXPORTER_OTLP_ENDPOINT set) are set up in the process that runs the tasks:
+each prefork pool process (`worker_process_init`), or the worker itself with a pool that
+does not fork; and in beat (`beat_init`).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     worker_init,
+    worker_process_init,
     worker_process_shutdown,
+    worker_shutdown,
 )
 
-from orchestrator.observability import context
+from orchestrator.observability import context, tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bos_project.settings")
 
@@ -139,3 +144,35 @@ def _leave_metrics(**kwargs: Any) -> None:
     from orchestrator.observability import multiprocess
 
     multiprocess.leave()
+
+
+# --- traces (docs/observability.md "Traces") ---
+
+
+def _forks(pool: Any) -> bool:
+    """Whether the worker's pool runs tasks in processes of its own (prefork, the default)."""
+    name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
+    return any(kind in str(name) for kind in ("prefork", "processes"))
+
+
+@worker_init.connect
+def _trace_worker(sender: Any = None, **kwargs: Any) -> None:
+    if not _forks(getattr(sender, "pool_cls", "prefork")):
+        tracing.setup("worker")
+
+
+@worker_process_init.connect
+def _trace_pool_process(**kwargs: Any) -> None:
+    tracing.setup("worker")
+
+
+@beat_init.connect
+def _trace_beat(**kwargs: Any) -> None:
+    tracing.setup("beat")
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _flush_traces(**kwargs: Any) -> None:
+    """A pool process leaves with os._exit (no atexit): export its buffered spans first."""
+    tracing.shutdown()

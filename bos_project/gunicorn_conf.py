@@ -42,3 +42,17 @@ def child_exit(server: Any, worker: Any) -> None:
     from orchestrator.observability import multiprocess
 
     multiprocess.reap(metrics_dir(), [worker.pid])
+
+
+# Traces (OTEL_EXPORTER_OTLP_ENDPOINT set) are set up when bos_project/wsgi.py is imported,
+# which each worker does after the fork as long as the app is not preloaded: the span
+# processor's export thread must belong to the process that records the spans (a thread of
+# the arbiter would not exist in its forked workers).
+preload_app = False
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """A worker stopping exports the spans it still holds."""
+    from orchestrator.observability import tracing
+
+    tracing.shutdown()

@@ -92,6 +92,9 @@ class Batch(models.Model):
     deadline = models.DateTimeField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     correlation_id = models.CharField(max_length=200, blank=True)
+    # The W3C traceparent of the span that took the request in (Kafka record, REST request):
+    # the batch's work and phases are traced under it (orchestrator/observability/tracing.py).
+    traceparent = models.CharField(max_length=55, blank=True, default="")
     items_total = models.PositiveIntegerField(default=0)
     items_succeeded = models.PositiveIntegerField(default=0)
     items_failed = models.PositiveIntegerField(default=0)
@@ -381,6 +384,8 @@ class OutboxEvent(models.Model):
     event_type = models.CharField(max_length=64)
     key = models.CharField(max_length=200)
     envelope = models.JSONField()
+    # The W3C traceparent of the span that stored it; the publish span is its child.
+    traceparent = models.CharField(max_length=55, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)

@@ -9,6 +9,10 @@ from the routing rules (orchestrator/routing.py); None means the task's default 
 Tasks are named, never imported: the domain package does not depend on `tasks/`. Every
 task about a phase carries the phase attempt it works for, so whatever it writes is
 fenced (a leftover of an earlier attempt changes nothing).
+
+Every task about a batch is sent within the batch's trace context (`Batch.traceparent`)
+unless the sender's span is already in that trace, so work sent by beat, the reconciler
+or another batch's commit is traced with its own batch (docs/observability.md#traces).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from django.conf import settings
 
 from orchestrator.config import runtime
 from orchestrator.models import Batch, PhaseRun
+from orchestrator.observability import tracing
 from orchestrator.observability.context import TASK_HEADER, batch_context
 from orchestrator.pipelines import chunk_bounds
 from orchestrator.routing import Kind, TaskFacts, route
@@ -83,6 +88,8 @@ class PhaseDispatch:
     phase_attempt: int = 0
     # The batch's correlation context (correlation_id, batch_id, tenant, phase).
     log: tuple[tuple[str, str], ...] = ()
+    # The batch's trace context (Batch.traceparent): its tasks are sent within it.
+    traceparent: str = ""
 
     @classmethod
     def of(
@@ -103,6 +110,7 @@ class PhaseDispatch:
             attempt=attempt,
             phase_attempt=phase.attempts,
             log=tuple(batch_context(batch, phase.name).items()),
+            traceparent=batch.traceparent,
         )
 
 
@@ -121,8 +129,11 @@ class Sender:
 SENDER = Sender()
 
 
-def send(work: Signature) -> None:
-    SENDER.send(work)
+def send(work: Signature, traceparent: str = "") -> None:
+    """Send `work` about a batch whose trace context is `traceparent`: within it, unless the
+    sender's span is already in that trace (orchestrator.observability.tracing.within)."""
+    with tracing.within(traceparent):
+        SENDER.send(work)
 
 
 def runs_here(batch: Batch, mode: str, *, inline: bool) -> bool:
@@ -146,10 +157,13 @@ def _sig(name: str, *args: Any, queue: str | None, log: Mapping[str, str] | None
 def dispatch_phase(d: PhaseDispatch) -> None:
     log = dict(d.log)
     if d.mode == "per_batch":
-        send(_sig(BATCH_PHASE_TASK, d.phase_run_id, d.attempt, d.phase_attempt, queue=d.work_queue, log=log))
+        send(
+            _sig(BATCH_PHASE_TASK, d.phase_run_id, d.attempt, d.phase_attempt, queue=d.work_queue, log=log),
+            d.traceparent,
+        )
         return
     if d.mode == "sub_pipeline":
-        send(_sig(CHILD_START_TASK, d.phase_run_id, queue=d.orchestration_queue, log=log))
+        send(_sig(CHILD_START_TASK, d.phase_run_id, queue=d.orchestration_queue, log=log), d.traceparent)
         return
     header = [
         _sig(CHUNK_TASK, d.phase_run_id, start, end, d.attempt, d.phase_attempt, queue=d.work_queue, log=log)
@@ -166,7 +180,7 @@ def dispatch_phase(d: PhaseDispatch) -> None:
             log=log,
         )
     )
-    send(chord(header, body))
+    send(chord(header, body), d.traceparent)
 
 
 def send_chunks(
@@ -177,7 +191,10 @@ def send_chunks(
     queue = queue_for(batch, "items")
     log = batch_context(batch)
     for start, end in chunks:
-        send(_sig(CHUNK_TASK, phase_run_id, start, end, 1, phase_attempt, queue=queue, log=log))
+        send(
+            _sig(CHUNK_TASK, phase_run_id, start, end, 1, phase_attempt, queue=queue, log=log),
+            batch.traceparent,
+        )
 
 
 def send_phase_complete(batch: Batch, phase_run_id: int, *, phase_attempt: int) -> None:
@@ -189,7 +206,8 @@ def send_phase_complete(batch: Batch, phase_run_id: int, *, phase_attempt: int) 
             phase_attempt,
             queue=queue_for(batch, "orchestration"),
             log=batch_context(batch),
-        )
+        ),
+        batch.traceparent,
     )
 
 
@@ -199,4 +217,4 @@ def enqueue_orchestration(task: str, args: tuple[Any, ...], batch: Batch, countd
     work = signature(task, args=args, app=current_app).set(**options)
     if countdown:
         work = work.set(countdown=countdown)
-    send(work)
+    send(work, batch.traceparent)

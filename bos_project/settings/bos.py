@@ -14,11 +14,14 @@ from bos_project.settings.environment import (
 )
 from bos_project.settings.environment import bos_env as _bos_env
 from orchestrator.config.registry import apply_aliases as _apply_aliases
+from orchestrator.observability.tracing import check_environment as _check_otel_environment
 
 # Old names of settings (docs/configuration-migrations.md): read with a DeprecationWarning.
 _apply_aliases(env.ENVIRON)
 
 KAFKA_BOOTSTRAP_SERVERS = kafka_bootstrap()
+# Traces: OpenTelemetry reads its OTEL_* variables itself; a bad value stops start-up here.
+_check_otel_environment(env.ENVIRON)
 BOS_TOPIC_REQUESTS = env.str("BOS_TOPIC_REQUESTS", default="bos.batch.requested")
 BOS_TOPIC_EVENTS = env.str("BOS_TOPIC_EVENTS", default="bos.batch.events")
 BOS_TOPIC_DLQ = env.str("BOS_TOPIC_DLQ", default="bos.batch.requested.dlq")

@@ -36,6 +36,7 @@ from orchestrator.breakers import breaker_states
 from orchestrator.errors import InvalidRequest, NotFound, PermissionDenied
 from orchestrator.models import Batch, PhaseRun, Pipeline, PipelineVersion
 from orchestrator.observability import context as log_context
+from orchestrator.observability import tracing
 from orchestrator.profiling import version_stats
 from orchestrator.selectors import batch_graph, batches_for, tenant_ids_for, version_graph
 from orchestrator.services.batches import (
@@ -131,6 +132,9 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
                 items=data["items"],
                 # Else the request's X-Correlation-ID (orchestrator/observability/middleware.py).
                 correlation_id=data.get("correlation_id") or log_context.correlation_id() or "",
+                # The request's span; with tracing off, the caller's traceparent passed through.
+                traceparent=tracing.current_traceparent()
+                or tracing.accepted_traceparent(request.headers.get(tracing.HEADER)),
             ),
             actor=_actor(request),
         )

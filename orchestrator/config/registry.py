@@ -96,6 +96,7 @@ _WEB = "Web and the demo"
 _CLIENTS = "Downstream services"
 _METRICS = "Metrics"
 _INSIGHTS = "SLA, anomalies and forecasts"
+_TRACES = "Traces (OpenTelemetry)"
 
 SETTINGS: tuple[Setting, ...] = (
     # --- services and secrets ---
@@ -667,6 +668,71 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     S("BOS_DEBUG", "bool", None, "Django's `DEBUG`.", _WEB, default_text="on in development"),
     S("BOS_LOG_LEVEL", "str", "INFO", "Root log level.", _WEB),
+    # --- traces: OpenTelemetry's own variables, read by its SDK (BOS checks them at start-up) ---
+    S(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "url",
+        None,
+        "OpenTelemetry's variable, read by its SDK: the OTLP/HTTP receiver (collector) of every process's "
+        "spans; `/v1/traces` is appended. Setting it (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, the whole "
+        "URL) turns traces on; unset, no tracer provider, exporter or instrumentation is installed "
+        "([observability.md](observability.md#traces)).",
+        _TRACES,
+        default_text="unset: no traces, no tracing cost",
+        example="http://otel-collector.internal:4318",
+    ),
+    S(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "url",
+        None,
+        "OpenTelemetry's variable: the full URL spans are posted to (wins over "
+        "`OTEL_EXPORTER_OTLP_ENDPOINT` for traces).",
+        _TRACES,
+        default_text="`$OTEL_EXPORTER_OTLP_ENDPOINT/v1/traces`",
+        example="http://otel-collector.internal:4318/v1/traces",
+    ),
+    S(
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "choice",
+        "http/protobuf",
+        "OpenTelemetry's variable: the OTLP transport. BOS ships the OTLP/HTTP protobuf exporter; any other "
+        "value stops start-up.",
+        _TRACES,
+        choices=("http/protobuf",),
+    ),
+    S(
+        "OTEL_SERVICE_NAME",
+        "str",
+        None,
+        "OpenTelemetry's variable: `service.name` of the process's spans.",
+        _TRACES,
+        default_text="by process: `bos-web`, `bos-worker`, `bos-beat`, `bos-consumer`, `bos-publisher`",
+    ),
+    S(
+        "OTEL_TRACES_SAMPLER",
+        "choice",
+        "parentbased_always_on",
+        "OpenTelemetry's variable: which traces are recorded. `parentbased_*` follow an inbound "
+        "`traceparent`'s sampled flag.",
+        _TRACES,
+        choices=(
+            "always_on",
+            "always_off",
+            "traceidratio",
+            "parentbased_always_on",
+            "parentbased_always_off",
+            "parentbased_traceidratio",
+        ),
+    ),
+    S(
+        "OTEL_TRACES_SAMPLER_ARG",
+        "float",
+        1.0,
+        "OpenTelemetry's variable: the ratio of the `traceidratio` samplers.",
+        _TRACES,
+        min=0,
+        max=1,
+    ),
     S(
         "BOS_DEMO_USER",
         "str",

@@ -59,6 +59,7 @@ from orchestrator.kafka.messages import (
 from orchestrator.kafka.startup import consumer_topics, prepare_topics, startup_step
 from orchestrator.models import Batch, ProcessedEvent, Tenant
 from orchestrator.observability import context as log_context
+from orchestrator.observability.spans import RecordSpans
 from orchestrator.services.batches import BatchRequest, batch_cancel, batch_retry
 from orchestrator.services.intake import Intake, batch_create_many
 
@@ -177,7 +178,7 @@ def _stored_then_sent(what: str) -> Iterator[None]:
         )
 
 
-def _intake_of(envelope: Envelope) -> Intake:
+def _intake_of(envelope: Envelope, traceparent: str = "") -> Intake:
     data = parse_data(BatchRequestedData, envelope.data)
     request = BatchRequest(
         tenant=envelope.tenant,
@@ -189,6 +190,7 @@ def _intake_of(envelope: Envelope) -> Intake:
         metadata=data.metadata,
         items=[{"key": i.key, "payload": i.payload} for i in data.items],
         correlation_id=envelope.correlation_id or envelope.event_id,
+        traceparent=traceparent,
     )
     return Intake(request=request, actor=f"kafka:{envelope.event_id}", event_id=envelope.event_id)
 
@@ -298,6 +300,8 @@ class BatchRequestConsumer:
         self.joined = False
         # Offsets handled but not yet committed (a commit failed, or a rebalance came first).
         self.processed: dict[TopicPartition, OffsetAndMetadata] = {}
+        # The span of each record being handled (none with tracing off).
+        self.spans = RecordSpans()
         try:
             prepare_topics(
                 consumer_topics(self.topic, self.dlq_topic),
@@ -413,6 +417,9 @@ class BatchRequestConsumer:
             self._store(pending, final)
         except Exception as exc:  # noqa: BLE001 - classified: transient, or rewound to be safe
             close_old_connections()
+            for record in records:
+                if record.offset not in final:
+                    self.spans.rewound(record, f"{type(exc).__name__}: {exc}")
             transient = is_transient(exc)
             (logger.warning if transient else logger.exception)(
                 "%s[%d]: %s failure (%s: %s); will read it again from the first record not done",
@@ -434,19 +441,33 @@ class BatchRequestConsumer:
             self.processed[tp] = OffsetAndMetadata(records[done - 1].offset + 1, "", -1)
         if done < len(records):  # rewound, or stopping: read the rest again
             self.consumer.seek(tp, records[done].offset)
+        self.spans.end()
 
     def _take(
         self, record: ConsumerRecord, pending: list[tuple[ConsumerRecord, Intake]], final: dict[int, bool]
     ) -> None:
         """Handle one record: dead-letter it, apply its command, or queue its request."""
+        with self.spans.handling(record) as traceparent:
+            self._take_in_span(record, pending, final, traceparent)
+
+    def _take_in_span(
+        self,
+        record: ConsumerRecord,
+        pending: list[tuple[ConsumerRecord, Intake]],
+        final: dict[int, bool],
+        traceparent: str,
+    ) -> None:
         envelope = self._guarded(record, final, lambda: self._parse(record))
         if envelope is None:
             return
+        self.spans.described(
+            record, **{"messaging.message.id": envelope.event_id, "bos.event_type": envelope.event_type}
+        )
         if envelope.event_type == "batch.requested":
             with log_context.bound(
                 correlation_id=envelope.correlation_id or envelope.event_id, tenant=envelope.tenant
             ):
-                intake = self._guarded(record, final, lambda: _intake_of(envelope))
+                intake = self._guarded(record, final, lambda: _intake_of(envelope, traceparent))
             if intake is not None:
                 pending.append((record, intake))
             return
@@ -494,7 +515,8 @@ class BatchRequestConsumer:
         if not lot:
             return
         try:
-            results = batch_create_many([intake for _, intake in lot])
+            with self.spans.storing([record for record, _ in lot]):
+                results = batch_create_many([intake for _, intake in lot])
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -513,6 +535,9 @@ class BatchRequestConsumer:
                 final[record.offset] = True
                 continue
             final[record.offset] = False
+            self.spans.described(
+                record, **{"bos.batch.id": str(result.batch.id), "bos.created": result.created}
+            )
             with log_context.bound(
                 correlation_id=result.batch.correlation_id or intake.request.correlation_id,
                 tenant=intake.request.tenant,
@@ -568,6 +593,7 @@ class BatchRequestConsumer:
         The record is committed only once its DLQ copy exists, so a DLQ that cannot be
         written is a transient failure (`DeadLetterFailed`): the record is tried again.
         """
+        self.spans.dead_lettered(record, code, message)
         base = dlq_headers(record, code, message)
         key, value, headers = fit_dead_letter(
             record.key, record.value, base, limit=settings.BOS_KAFKA_DLQ_MAX_BYTES

@@ -50,7 +50,7 @@ from orchestrator.kafka.routing import all_event_topics, topic_for
 from orchestrator.kafka.startup import TopicSpec, prepare_topics
 from orchestrator.models import OutboxEvent
 from orchestrator.observability import context as log_context
-from orchestrator.observability import metrics
+from orchestrator.observability import metrics, spans, tracing
 from orchestrator.services.events import OUTBOX_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -133,10 +133,14 @@ def publisher_producer(partitions: Mapping[str, int] | None = None) -> KafkaProd
     )
 
 
-def event_headers(event_type: str, envelope: dict[str, Any]) -> list[tuple[str, bytes]]:
+def event_headers(
+    event_type: str, envelope: dict[str, Any], traceparent: str = ""
+) -> list[tuple[str, bytes]]:
     headers = [("bos-event-type", event_type.encode())]
     if envelope.get("correlation_id"):
         headers.append(("bos-correlation-id", str(envelope["correlation_id"]).encode()))
+    if traceparent:
+        headers.append((tracing.HEADER, traceparent.encode()))
     return headers
 
 
@@ -205,34 +209,45 @@ class OutboxPublisher:
                 return 0
             heads = {}
             stored_at = {}
-            for row_id, key, event_type, envelope, created_at in (
+            for row_id, key, event_type, envelope, traceparent, created_at in (
                 OutboxEvent.objects.filter(id__in=first.values())
                 .order_by("id")
-                .values_list("id", "key", "event_type", "envelope", "created_at")
+                .values_list("id", "key", "event_type", "envelope", "traceparent", "created_at")
             ):
-                heads[key] = (row_id, event_type, envelope)
+                heads[key] = (row_id, event_type, envelope, traceparent)
                 stored_at[row_id] = created_at
             futures = {}
-            for key, (row_id, event_type, envelope) in heads.items():
+            sending: dict[int, Any] = {}  # row id → its publish span (none with tracing off)
+            for key, (row_id, event_type, envelope, traceparent) in heads.items():
+                topic = self.topic or topic_for(event_type, envelope.get("tenant"))
+                span = sending[row_id] = spans.publish(
+                    topic=topic, key=key, event_type=event_type, envelope=envelope, traceparent=traceparent
+                )
+                # The publish span's context; with tracing off, the stored one passed through.
+                header = tracing.traceparent_of(span.get_span_context()) if span else traceparent
                 try:
                     futures[row_id] = self.producer.send(
-                        self.topic or topic_for(event_type, envelope.get("tenant")),
+                        topic,
                         key=event_key(key),
                         value=event_value(envelope),
-                        headers=event_headers(event_type, envelope),
+                        headers=event_headers(event_type, envelope, header),
                     )
                 except KafkaError as exc:  # refused before it left (too large, no metadata)
                     failed[row_id] = _reason(exc)
+                    spans.publish_failed(span, failed[row_id])
             # A flush that times out ends the round unmarked: each key's head is resent.
             self.producer.flush(timeout=ACK_TIMEOUT_SECONDS)
             sent = []
-            envelopes = {row_id: (event_type, envelope) for row_id, event_type, envelope in heads.values()}
+            envelopes = {row_id: (event_type, envelope) for row_id, event_type, envelope, _ in heads.values()}
             for row_id, future in futures.items():
                 try:
-                    future.get(timeout=ACK_TIMEOUT_SECONDS)  # raises if the broker did not acknowledge
+                    # Raises if the broker did not acknowledge.
+                    acked = future.get(timeout=ACK_TIMEOUT_SECONDS)
                 except KafkaError as exc:
                     failed[row_id] = _reason(exc)
+                    spans.publish_failed(sending[row_id], failed[row_id])
                     continue
+                spans.published(sending[row_id], partition=acked.partition, offset=acked.offset)
                 sent.append(row_id)
                 event_type, envelope = envelopes[row_id]
                 with log_context.bound(**log_context.envelope_context(envelope)):
@@ -285,6 +300,12 @@ class OutboxPublisher:
             time.sleep(timeout)
 
     def run(self) -> None:
+        # Its own queries (the lock, the pending rows, LISTEN) belong to no trace: only the
+        # publish spans, children of the spans that stored the events, are recorded.
+        with tracing.quiet():
+            self._run()
+
+    def _run(self) -> None:
         while not self.should_stop():
             try:
                 sent = self.publish_once()

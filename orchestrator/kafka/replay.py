@@ -52,11 +52,12 @@ class ReplayError(Exception):
 
 
 def replay_headers(
-    event_type: str, envelope: dict[str, Any], *, replay_id: str, replayed_at: str
+    event_type: str, envelope: dict[str, Any], *, replay_id: str, replayed_at: str, traceparent: str = ""
 ) -> list[tuple[str, bytes]]:
-    """The publisher's headers of the event, then the replay's."""
+    """The publisher's headers of the event (its `traceparent`: the stored one, in the same
+    trace as the publisher's), then the replay's."""
     return [
-        *event_headers(event_type, envelope),
+        *event_headers(event_type, envelope, traceparent),
         ("bos-replay", b"true"),
         ("bos-replay-id", replay_id.encode()),
         ("bos-replayed-at", replayed_at.encode()),
@@ -166,6 +167,7 @@ class Row(NamedTuple):
     event_type: str
     envelope: dict[str, Any]
     batch_id: uuid.UUID | None
+    traceparent: str = ""
 
 
 @dataclass
@@ -199,7 +201,9 @@ class Plan:
         while limit is None or seen < limit:
             size = page if limit is None else min(page, limit - seen)
             chunk = list(
-                qs.filter(id__gt=last).values_list("id", "key", "event_type", "envelope", "batch_id")[:size]
+                qs.filter(id__gt=last).values_list(
+                    "id", "key", "event_type", "envelope", "batch_id", "traceparent"
+                )[:size]
             )
             for values in chunk:
                 yield Row(*values)
@@ -332,7 +336,11 @@ def replay(
                 key=event_key(row.key),
                 value=event_value(row.envelope),
                 headers=replay_headers(
-                    row.event_type, row.envelope, replay_id=replay_id, replayed_at=headers_at
+                    row.event_type,
+                    row.envelope,
+                    replay_id=replay_id,
+                    replayed_at=headers_at,
+                    traceparent=row.traceparent,
                 ),
             )
         except KafkaError as exc:  # e.g. no metadata for the topic within max_block_ms

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("orchestrator", "0006_config_versions"),
+        ("orchestrator", "0007_trace_context"),
     ]
 
     operations = [

@@ -26,6 +26,7 @@ from orchestrator.models import (
     StateTransition,
     Tenant,
 )
+from orchestrator.observability import tracing
 from orchestrator.pipelines import PipelinePlan, chunk_bounds
 from orchestrator.selectors import pipeline_plan, resolve_pipeline_version
 from orchestrator.services.bulk import copy_items
@@ -50,6 +51,8 @@ class BatchRequest:
     deadline: datetime | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     correlation_id: str = ""
+    # The W3C traceparent of the span that took the request in ('' : the current span's).
+    traceparent: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ def new_batch(
         deadline=request.deadline,
         metadata=request.metadata,
         correlation_id=request.correlation_id,
+        traceparent=request.traceparent or tracing.current_traceparent(),
         items_total=len(request.items),
         state="",
         parent_id=parent_phase.batch_id if parent_phase else None,

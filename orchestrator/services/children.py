@@ -25,6 +25,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from orchestrator.models import Batch, BatchItem, PhaseRun
+from orchestrator.observability import tracing
 from orchestrator.payloads import payload_from_storage
 from orchestrator.selectors import pipeline_plan
 from orchestrator.services.batches import BatchRequest, batch_create
@@ -93,6 +94,8 @@ def child_batch_start(*, phase_run_id: int) -> Batch | None:
             deadline=parent.deadline,
             metadata=metadata,
             correlation_id=parent.correlation_id,
+            # The child's work is traced in its parent's trace.
+            traceparent=tracing.traceparent_in(parent.traceparent),
         )
         return batch_create(request=request, actor=f"batch:{parent.id}", parent_phase=phase).batch
 

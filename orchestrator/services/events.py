@@ -8,6 +8,9 @@ more for each next one. `emit()` numbers the events it stores from `Batch.events
 raised by one UPDATE … RETURNING per emit; that row lock also orders concurrent writers,
 so a batch's sequence order is its commit order and its outbox id order. Events of no
 batch (alerts) carry `"sequence": null`.
+
+`emit()` also stores, on each event, the traceparent of the span storing it: the
+publisher's span is its child, and its record's `traceparent` header continues the trace.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from orchestrator.models import Batch, OutboxEvent, StateTransition
-from orchestrator.observability import metrics
+from orchestrator.observability import metrics, tracing
 from orchestrator.states import BATCH_TERMINAL, BatchState, check_transition
 
 SCHEMA_VERSION = 1
@@ -120,6 +123,7 @@ def emit(events: Iterable[OutboxEvent]) -> None:
     last = claim_sequences(counts)
     next_of = {batch_id: last[batch_id] - n + 1 for batch_id, n in counts.items()}
     for row in rows:
+        row.traceparent = row.traceparent or _traceparent(row)
         if row.batch_id is None:
             row.envelope["sequence"] = None
             continue
@@ -132,6 +136,15 @@ def emit(events: Iterable[OutboxEvent]) -> None:
     with connection.cursor() as cursor:
         # Delivered by PostgreSQL only on commit, so the publisher never sees a rollback.
         cursor.execute("SELECT pg_notify(%s, '')", [OUTBOX_CHANNEL])
+
+
+def _traceparent(row: OutboxEvent) -> str:
+    """The span storing the event: the current one when it is in the batch's trace, else
+    the batch's stored context (beat or another batch's work stored it); for an event of
+    no batch, the current span, if any."""
+    if row.batch_id is not None and OutboxEvent.batch.is_cached(row) and row.batch is not None:
+        return tracing.traceparent_in(row.batch.traceparent)
+    return tracing.current_traceparent()
 
 
 def transition(

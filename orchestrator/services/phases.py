@@ -18,6 +18,7 @@ from orchestrator.config import runtime
 from orchestrator.decide import PhaseEvent, RetryMode, phase_target, retry_mode
 from orchestrator.insights.sla import sla_review
 from orchestrator.models import Batch, ChunkRun, OutboxEvent, PhaseRun, StateTransition
+from orchestrator.observability import spans
 from orchestrator.selectors import pipeline_plan
 from orchestrator.services.events import emit, outbox_event
 from orchestrator.services.execution import (
@@ -166,6 +167,26 @@ def phase_chunk_run(
     claim = lease_take(phase_run_id=phase.id, start=start, end=end, attempt=running.attempt, owner=owner)
     if claim != Claim.TAKEN:
         return {"succeeded": 0, "failed": 0, "skipped": 0, claim.value: 1}
+    with spans.chunk(batch, phase.name, start, end, attempt) as span:
+        summary = _run_leased_chunk(
+            running, start=start, end=end, attempt=attempt, owner=owner, started_at=started_at, now=now
+        )
+        spans.chunk_outcome(span, summary)
+    return summary
+
+
+def _run_leased_chunk(
+    running: RunningPhase,
+    *,
+    start: int,
+    end: int,
+    attempt: int,
+    owner: str,
+    started_at: datetime,
+    now: datetime | None,
+) -> dict[str, int]:
+    """The rest of `phase_chunk_run`, once the chunk's lease is taken."""
+    batch, phase = running.batch, running.phase
     handle = HEARTBEAT.hold(LeaseHandle(phase.id, start, owner))
     try:
         try:
@@ -312,6 +333,7 @@ def phase_complete(
         # A note left by a retry on the way is not the error of a phase that succeeded.
         phase.error, phase.error_class = "", ""
         _end_phase(
+            batch,
             phase,
             phase_target(phase.state, PhaseEvent.COMPLETE),
             now,
@@ -347,7 +369,7 @@ def phase_fail(
         if not _is_current(phase, phase_attempt):
             return
         phase.error, phase.error_class = error[: MAX_ERROR * 4], error_class
-        _end_phase(phase, phase_target(phase.state, PhaseEvent.FAIL), now, work_started_at, [])
+        _end_phase(batch, phase, phase_target(phase.state, PhaseEvent.FAIL), now, work_started_at, [])
         data = {"phase": phase.name, "error": error[:500]}
         _move_on(
             batch,
@@ -359,9 +381,14 @@ def phase_fail(
 
 
 def _end_phase(
-    phase: PhaseRun, state: PhaseState, now: datetime, work_started_at: datetime | None, fields: list[str]
+    batch: Batch,
+    phase: PhaseRun,
+    state: PhaseState,
+    now: datetime,
+    work_started_at: datetime | None,
+    fields: list[str],
 ) -> None:
-    """Record how a running phase ended; it no longer waits for any retry."""
+    """Record how a running phase ended (and its span); it no longer waits for any retry."""
     phase.state, phase.finished_at = state, now
     phase.work_started_at = phase.work_started_at or work_started_at
     phase.next_retry_at, phase.waiting_on = None, ""
@@ -377,6 +404,7 @@ def _end_phase(
             *fields,
         ]
     )
+    spans.phase_ended(batch, phase)
 
 
 def _move_on(batch: Batch, phases: list[PhaseRun], event: OutboxEvent, now: datetime, inline: bool) -> None:

@@ -34,6 +34,7 @@ from orchestrator.decide import (
 )
 from orchestrator.errors import NotFound
 from orchestrator.models import Batch, BatchItem, OutboxEvent, PhaseRun, StateTransition
+from orchestrator.observability import spans
 from orchestrator.pipelines import PipelinePlan
 from orchestrator.selectors import pipeline_plan
 from orchestrator.services.events import ORCHESTRATOR, outbox_event, transition
@@ -130,6 +131,7 @@ def advance(
             events.append(event)
             # One save per phase: bulk_update's CASE expressions cost more to build.
             phase.save(update_fields=INLINE_FIELDS)
+            spans.phase_ended(batch, phase)
         if fallback:
             # The inline run was their first try: their tasks go on from the second.
             PhaseRun.objects.filter(id__in=[p.id for p in fallback]).update(retries=F("retries") + 1)
@@ -200,6 +202,7 @@ def _skip(batch: Batch, phase: PhaseRun, reason: str, now: datetime, events: lis
     phase.state = phase_target(phase.state, PhaseEvent.SKIP)
     phase.skip_reason, phase.finished_at = reason[:500], now
     phase.save(update_fields=["state", "skip_reason", "finished_at"])
+    spans.phase_ended(batch, phase)
     data = {"phase": phase.name, "reason": reason[:500]}
     events.append(outbox_event(batch=batch, event_type="batch.phase_skipped", at=now, data=data))
 
@@ -211,6 +214,7 @@ def _fail_condition(
     phase.started_at, phase.finished_at = now, now
     phase.error = error[:2000]
     phase.save(update_fields=["state", "started_at", "finished_at", "error"])
+    spans.phase_ended(batch, phase)
     data = {"phase": phase.name, "error": phase.error[:500]}
     events.append(outbox_event(batch=batch, event_type="batch.phase_failed", at=now, data=data))
 

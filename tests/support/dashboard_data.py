@@ -219,7 +219,12 @@ def service_alert(now: datetime) -> None:
         tenant=None,
         kind="predicted_breaker_trip",
         message="scoring is forecast to trip its breaker within 5 minutes",
-        details={"service": "scoring-dashboard", "success_ratio": 0.62, "trip_ratio": 0.5, "seconds_to_trip": 300},
+        details={
+            "service": "scoring-dashboard",
+            "success_ratio": 0.62,
+            "trip_ratio": 0.5,
+            "seconds_to_trip": 300,
+        },
         at=now - timedelta(minutes=6),
     )
 

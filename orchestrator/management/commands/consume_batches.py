@@ -11,6 +11,7 @@ from orchestrator.kafka.consumer import BatchRequestConsumer
 from orchestrator.kafka.health import ConsumerHealth
 from orchestrator.kafka.startup import StartupError
 from orchestrator.management.commands._loop import ShutdownFlag
+from orchestrator.observability import tracing
 from orchestrator.observability.metrics import start_process_metrics
 
 
@@ -30,6 +31,13 @@ class Command(BaseCommand):
         parser.add_argument("--health-file", default=None, help="where to write the health snapshot")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        tracing.setup("consumer")
+        try:
+            self._consume(**options)
+        finally:
+            tracing.shutdown()
+
+    def _consume(self, **options: Any) -> None:
         stop = ShutdownFlag()
         stop.install()
         start_process_metrics("consumer")

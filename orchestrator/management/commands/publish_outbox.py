@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand
 
 from orchestrator.kafka.publisher import OutboxPublisher
 from orchestrator.management.commands._loop import ShutdownFlag
+from orchestrator.observability import tracing
 from orchestrator.observability.metrics import start_process_metrics
 
 logger = logging.getLogger("orchestrator.kafka.publisher")
@@ -21,9 +22,13 @@ class Command(BaseCommand):
         stop = ShutdownFlag()
         stop.install()
         start_process_metrics("publisher")
-        publisher = OutboxPublisher(should_stop=stop)
-        logger.info("outbox publisher running (SIGTERM stops it after the round in hand)")
+        tracing.setup("publisher")
         try:
-            publisher.run()
+            publisher = OutboxPublisher(should_stop=stop)
+            logger.info("outbox publisher running (SIGTERM stops it after the round in hand)")
+            try:
+                publisher.run()
+            finally:
+                publisher.close()
         finally:
-            publisher.close()
+            tracing.shutdown()
