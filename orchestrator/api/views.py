@@ -6,7 +6,7 @@ Every query is scoped to the caller's tenants: another tenant's batch answers 40
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from django import forms
 from django.db.models import Prefetch, QuerySet
@@ -41,7 +41,7 @@ from orchestrator.api.serializers import (
 )
 from orchestrator.breakers import breaker_states
 from orchestrator.errors import InvalidRequest, NotFound, PermissionDenied
-from orchestrator.models import Batch, Membership, PhaseRun, Pipeline, PipelineVersion
+from orchestrator.models import Batch, PhaseRun, Pipeline, PipelineVersion, Tenant
 from orchestrator.observability import context as log_context
 from orchestrator.profiling import version_stats
 from orchestrator.selectors import batch_graph, batches_for, tenant_ids_for, version_graph
@@ -53,6 +53,8 @@ from orchestrator.services.batches import (
     batch_retry_items,
 )
 from orchestrator.services.rollback import batch_rollback
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 GRAPH_AS = OpenApiParameter("as", str, enum=["svg", "mermaid"], description="svg (default) or mermaid text")
 SINCE = OpenApiParameter("since", OpenApiTypes.DATETIME, description="only fingerprints seen since then")
@@ -97,7 +99,7 @@ ACTION_BODY = (
 )
 
 
-def _action_schema(summary: str, what: str) -> Any:
+def _action_schema(summary: str, what: str) -> Callable[[F], F]:
     return extend_schema(
         summary=summary,
         description=f"{what}\n\n{ACTION_BODY}",
@@ -157,10 +159,12 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return super().get_serializer(*args, **kwargs)
 
     def _tenant_to_submit_in(self) -> str:
-        slugs = Membership.objects.filter(
-            user_id=self.request.user.pk, role__in=[Membership.Role.OPERATOR, Membership.Role.ADMIN]
-        ).values_list("tenant__slug", flat=True)
-        return next(iter(slugs.order_by("tenant__slug")[:1]), "acme")
+        """The first tenant where the caller may submit (a placeholder when there is none)."""
+        operates = access.tenant_ids(self.request.user, Do.OPERATE)
+        tenants = Tenant.objects.order_by("slug")
+        if operates is not None:
+            tenants = tenants.filter(id__in=operates)
+        return next(iter(tenants.values_list("slug", flat=True)[:1]), "your-tenant")
 
     def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         # The filters choose batches for the list; a detail action names its batch by id.

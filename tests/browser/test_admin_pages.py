@@ -56,13 +56,17 @@ def test_the_batch_list_fits_1400_px_newest_first_with_coloured_states(browser_p
 
     rows = page.locator("#result_list tbody tr")
     assert rows.count() == 2
-    assert rows.nth(0).locator("td.field-batch span.bos-id").get_attribute("title") == done.external_id
+    assert rows.nth(0).locator(".field-batch span.bos-id").get_attribute("title") == done.external_id
     # Every column, the last included, inside the viewport; nothing to scroll sideways.
     last = page.locator("#result_list thead th").last.bounding_box()
     assert last is not None and last["x"] + last["width"] <= VIEWPORT["width"]
+    shown = page.locator("#changelist .results").bounding_box()
+    assert shown is not None and last["x"] + last["width"] <= shown["x"] + shown["width"]
     assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"]
+    results = page.locator("#changelist .results").evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert results[0] <= results[1], f"the list scrolls sideways: {results}"
     # The long id on one line, cut, with the whole id in its tooltip.
-    long_cell = rows.nth(1).locator("td.field-batch span.bos-id")
+    long_cell = rows.nth(1).locator(".field-batch span.bos-id")
     assert long_cell.get_attribute("title") == LONG_ID
     assert long_cell.inner_text().endswith("…")
     one_line = page.evaluate(
