@@ -172,11 +172,8 @@ class PhaseRunInline(ReadOnlyInline):
     model = PhaseRun
     fields = (
         "name",
-        "mode",
         "phase_state",
-        "items_done",
-        "items_total",
-        "items_failed",
+        "items",
         "started_at",
         "finished_at",
         "duration",
@@ -193,6 +190,14 @@ class PhaseRunInline(ReadOnlyInline):
     @admin.display(description="state")
     def phase_state(self, phase: PhaseRun) -> str:
         return display.state_badge(phase.state)
+
+    @admin.display(description="items")
+    def items(self, phase: PhaseRun) -> str:
+        """`12/12`, `12/12 · 1 failed`; a per-batch phase has no items of its own."""
+        if phase.mode != "per_item":
+            return phase.mode.replace("_", " ")
+        done = f"{phase.items_done}/{phase.items_total}"
+        return f"{done} · {phase.items_failed} failed" if phase.items_failed else done
 
     @admin.display(description="duration")
     def duration(self, phase: PhaseRun) -> str:

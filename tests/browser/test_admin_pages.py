@@ -92,6 +92,7 @@ def test_the_batch_page_shows_report_tables_failed_items_the_whole_graph_and_ms(
     page = browser_page.page
     browser_page.screenshot("admin-batch-page")
 
+    assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"]
     report = page.locator("#bos-report table.bos-report")
     assert report.count() >= 1
     assert "essays analysed" in report.first.inner_text()
