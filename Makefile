@@ -30,7 +30,7 @@ run: install
 	$(PY) -m bos_project.devservices run -- scripts/run.sh
 
 demo: install
-	$(PY) manage.py demo
+	$(PY) manage.py demo $(DEMO_ARGS)
 
 test: install browsers
 	$(PY) -m bos_project.devservices run -- $(PY) -m pytest --ds=tests.settings $(PYTEST_ARGS)

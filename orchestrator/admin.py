@@ -20,6 +20,7 @@ over the reader's tenants' batches only; they change only by publishing.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -28,13 +29,16 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.postgres.aggregates import StringAgg
 from django.core.exceptions import PermissionDenied
-from django.db.models import Model, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Model, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
+from django_celery_results.models import GroupResult, TaskResult
 
 from orchestrator import access
+from orchestrator import admin_display as display
 from orchestrator.access import Do
 from orchestrator.breakers import breaker_states
 from orchestrator.config import registry as config_registry
@@ -65,8 +69,13 @@ from orchestrator.profiling import format_seconds, version_stats
 from orchestrator.selectors import batch_graph, version_graph
 from orchestrator.services.batches import batch_cancel, batch_retry, batch_retry_items
 from orchestrator.services.rollback import batch_rollback
+from orchestrator.task_results import task_results_of
 
 ONLY_YOURS = admin.RelatedOnlyFieldListFilter
+ADMIN_CSS = "orchestrator/admin.css"
+# The app list beside every page repeats the home page and took 300 px from the lists:
+# at 1,400 px the batch list's right-hand columns were cut off.
+admin.site.enable_nav_sidebar = False
 
 
 def _fields(model: type[Model], *leave_out: str) -> list[str]:
@@ -91,6 +100,9 @@ class ScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     change_needs: Do | None = None
     superuser_adds = False
     superuser_deletes = False
+
+    class Media:
+        css = {"all": [ADMIN_CSS]}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         qs = super().get_queryset(request)
@@ -158,23 +170,42 @@ class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
 
 class PhaseRunInline(ReadOnlyInline):
     model = PhaseRun
-    fields = [
+    fields = (
         "name",
-        "mode",
-        "state",
-        "items_done",
-        "items_total",
-        "items_failed",
+        "phase_state",
+        "items",
         "started_at",
         "finished_at",
+        "duration",
         "attempts",
         "retries",
-        "next_retry_at",
         "waiting_on",
-        "compensation_state",
+        "compensation",
+        "skip_reason",
         "error",
-    ]
+    )
+    readonly_fields = fields
     ordering = ["position"]
+
+    @admin.display(description="state")
+    def phase_state(self, phase: PhaseRun) -> str:
+        return display.state_badge(phase.state)
+
+    @admin.display(description="items")
+    def items(self, phase: PhaseRun) -> str:
+        """`12/12`, `12/12 · 1 failed`; a per-batch phase has no items of its own."""
+        if phase.mode != "per_item":
+            return phase.mode.replace("_", " ")
+        done = f"{phase.items_done}/{phase.items_total}"
+        return f"{done} · {phase.items_failed} failed" if phase.items_failed else done
+
+    @admin.display(description="duration")
+    def duration(self, phase: PhaseRun) -> str:
+        return display.format_duration(phase.duration_seconds)
+
+    @admin.display(description="compensation")
+    def compensation(self, phase: PhaseRun) -> str:
+        return display.state_badge(phase.compensation_state)
 
 
 class SnapshotInline(ReadOnlyInline):
@@ -185,8 +216,13 @@ class SnapshotInline(ReadOnlyInline):
 
 class TransitionInline(ReadOnlyInline):
     model = StateTransition
-    fields = ["seq", "from_state", "to_state", "at", "actor", "reason", "phase"]
+    fields = ("seq", "from_state", "to", "at", "actor", "reason", "phase")
+    readonly_fields = fields
     ordering = ["seq"]
+
+    @admin.display(description="to state")
+    def to(self, transition: StateTransition) -> str:
+        return display.state_badge(transition.to_state)
 
 
 # --- Batches and their operator actions -------------------------------------------------------
@@ -250,8 +286,9 @@ def rollback_batches(modeladmin: BatchAdmin, request: HttpRequest, queryset: Que
 
 
 def _svg(svg: str) -> SafeString:
-    # The SVG is built by orchestrator.graphs, which escapes every text it draws.
-    return mark_safe(f'<div style="overflow-x:auto;max-width:100%">{svg}</div>')  # noqa: S308
+    # The SVG is built by orchestrator.graphs, which escapes every text it draws; it
+    # scales down to the page's width (admin.css) rather than scrolling in a box.
+    return mark_safe(f'<div class="bos-graph">{svg}</div>')  # noqa: S308
 
 
 def _running_phases() -> Subquery:
@@ -266,39 +303,106 @@ def _running_phases() -> Subquery:
     return Subquery(names)
 
 
+def _admin_url(model: type[Model], view: str, *args: Any) -> str:
+    opts = model._meta
+    return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=args)
+
+
 @admin.register(Batch)
 class BatchAdmin(ScopedAdmin):
     list_display = [
-        "external_id",
-        "tenant",
-        "pipeline_version",
-        "state",
+        "batch",
+        "batch_tenant",
+        "pipeline",
+        "batch_state",
         "active_phases",
-        "priority",
-        "items_total",
-        "items_failed",
+        "prio",
+        "items",
         "created_at",
-        "finished_at",
+        "took",
     ]
     list_filter = ["state", ("tenant", ONLY_YOURS), ("pipeline_version__pipeline", ONLY_YOURS)]
     search_fields = ["external_id", "id", "correlation_id"]
     date_hierarchy = "created_at"
+    ordering = ["-created_at"]
     inlines = [PhaseRunInline, TransitionInline, SnapshotInline]
     actions = [cancel_batches, retry_batches, retry_failed_items, rollback_batches]
     list_select_related = ["tenant", "pipeline_version__pipeline"]
-    readonly_fields = ["graph", *_fields(Batch)]
+    # The graph, the report and the failed items are drawn by the page's template
+    # (admin/orchestrator/batch/change_form.html) above these fields.
+    readonly_fields = ["batch_state", *_fields(Batch, "report")]
+    fields = ["batch_state", *_fields(Batch, "report", "state")]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Batch]:
         batches: QuerySet[Batch] = super().get_queryset(request)
         return batches.annotate(running_phases=_running_phases())
 
-    @admin.display(description="progress")
-    def graph(self, batch: Batch) -> str:
-        return _svg(batch_graph(batch))
+    @admin.display(description="external id", ordering="external_id")
+    def batch(self, batch: Batch) -> str:
+        return display.short_id(batch.external_id, 20)
+
+    @admin.display(description="tenant", ordering="tenant__slug")
+    def batch_tenant(self, batch: Batch) -> str:
+        return display.short_id(batch.tenant.slug, 12)
+
+    @admin.display(description="pipeline", ordering="pipeline_version__pipeline__name")
+    def pipeline(self, batch: Batch) -> str:
+        version = batch.pipeline_version
+        return display.short_id(f"{version.pipeline.name} v{version.version}", 20)
+
+    @admin.display(description="state", ordering="state")
+    def batch_state(self, batch: Batch) -> str:
+        return display.state_badge(batch.state)
+
+    @admin.display(description="prio", ordering="priority")
+    def prio(self, batch: Batch) -> int:
+        return batch.priority
+
+    @admin.display(description="items", ordering="items_total")
+    def items(self, batch: Batch) -> str:
+        """`12`, or `12 (1 failed)`."""
+        return (
+            f"{batch.items_total} ({batch.items_failed} failed)"
+            if batch.items_failed
+            else str(batch.items_total)
+        )
+
+    @admin.display(description="took")
+    def took(self, batch: Batch) -> str:
+        """From creation to the end (the end time is on the batch's page)."""
+        if batch.finished_at is None:
+            return "—"
+        return display.format_duration((batch.finished_at - batch.created_at).total_seconds())
 
     @admin.display(description="active phases")
     def active_phases(self, batch: Batch) -> str:
         return getattr(batch, "running_phases", None) or ""
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        batch = self.get_object(request, object_id)
+        if batch is not None:
+            extra_context = {**(extra_context or {}), **self._sections(batch)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _sections(self, batch: Batch) -> dict[str, Any]:
+        """What the batch page shows above its fields: graph, report, failed items, tasks."""
+        failed = BatchItem.objects.filter(batch_id=batch.id, state="failed").order_by("seq")
+        items_url = f"{_admin_url(BatchItem, 'changelist')}?batch__id__exact={batch.id}&state__exact=failed"
+        return {
+            "bos_graph": _svg(batch_graph(batch)),
+            "bos_graph_url": reverse("batch-graph", args=[batch.id]),
+            "bos_report": display.report_tables(batch.report),
+            "bos_failed_items": display.failed_items_table(
+                failed[: display.FAILED_ITEMS_SHOWN], failed.count(), items_url
+            ),
+            "bos_task_results": task_results_link(batch),
+        }
 
 
 # --- A batch's records: read-only --------------------------------------------------------------
@@ -438,6 +542,99 @@ class AlertAdmin(ScopedAdmin):
     list_filter = ["kind", ("tenant", ONLY_YOURS)]
     list_select_related = ["tenant"]
     readonly_fields = _fields(Alert)
+
+
+# --- Task results (django-celery-results): a batch's tasks by tenant, the rest superusers' ------
+
+
+class TaskBatchFilter(admin.SimpleListFilter):
+    """`?batch=<id>`: the task results of one batch (the batch page links here)."""
+
+    title = "batch"
+    parameter_name = "batch"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        chosen = self.value()
+        return [(chosen, f"this batch ({chosen[:8]})")] if chosen else []
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        chosen = self.value()
+        if not chosen:
+            return queryset
+        try:
+            return queryset.filter(batch_link__batch_id=uuid.UUID(chosen))
+        except ValueError:
+            return queryset.none()
+
+
+def task_results_link(batch: Batch) -> SafeString:
+    """How many of the batch's tasks stored a result, by status, and a link to them."""
+    counts = dict(
+        task_results_of(batch)
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("task_id"))
+        .values_list("status", "n")
+    )
+    if not counts:
+        return format_html(
+            '<p class="bos-none">{}</p>',
+            "No task result stored yet (per-batch phases and orchestration tasks store theirs; "
+            "chunk tasks keep theirs in Redis).",
+        )
+    url = f"{_admin_url(TaskResult, 'changelist')}?batch={batch.id}"
+    statuses = format_html_join(
+        " ", "{} {}", ((display.state_badge(s), n) for s, n in sorted(counts.items()))
+    )
+    return format_html('<p><a href="{}">{} task results</a>: {}</p>', url, sum(counts.values()), statuses)
+
+
+admin.site.unregister(TaskResult)
+admin.site.unregister(GroupResult)  # groups and chords keep their results in Redis
+
+
+@admin.register(TaskResult)
+class TaskResultAdmin(ScopedAdmin):
+    """Stored results of per-batch, maintenance and analytics tasks (orchestrator/task_results.py):
+    a member reads those of their tenants' batches; tasks of no batch are superusers'."""
+
+    tenant_field = "batch_link__batch__tenant_id"
+    list_display = ["task", "task_name", "task_status", "batch", "worker", "date_done", "runtime"]
+    list_filter = [TaskBatchFilter, "status", "task_name"]
+    list_select_related = ["batch_link__batch"]
+    search_fields = ["task_id", "task_name", "task_args"]
+    ordering = ["-date_done"]
+    date_hierarchy = "date_done"
+    readonly_fields = ("task_status", "batch", *_fields(TaskResult, "id", "status"))
+    fields = readonly_fields
+
+    @admin.display(description="task id", ordering="task_id")
+    def task(self, result: TaskResult) -> str:
+        return display.short_id(result.task_id, 13)
+
+    @admin.display(description="status", ordering="status")
+    def task_status(self, result: TaskResult) -> str:
+        return display.state_badge(result.status)
+
+    @admin.display(description="batch")
+    def batch(self, result: TaskResult) -> str:
+        link = getattr(result, "batch_link", None)
+        if link is None:
+            return "—"
+        return format_html(
+            '<a href="{}">{}</a>',
+            _admin_url(Batch, "change", link.batch_id),
+            display.short_id(link.batch.external_id),
+        )
+
+    @admin.display(description="runtime")
+    def runtime(self, result: TaskResult) -> str:
+        # django-celery-results' model is untyped: its fields read through getattr.
+        started = getattr(result, "date_started", None) or getattr(result, "date_created", None)
+        done = getattr(result, "date_done", None)
+        if started is None or done is None:
+            return "—"
+        return display.format_duration((done - started).total_seconds())
 
 
 # --- Tenants and memberships ----------------------------------------------------------------

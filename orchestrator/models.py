@@ -521,3 +521,21 @@ class ConfigVersion(models.Model):
 
     def __str__(self) -> str:
         return f"config v{self.version}"
+
+
+class BatchTask(models.Model):
+    """The batch a stored Celery task result is about (orchestrator/task_results.py).
+
+    Written beside django-celery-results' `TaskResult` by the result backend, from the
+    task's batch context; it is how the admin scopes task results to tenants. A task of
+    no batch (maintenance, analytics) has none. Deleted with its result or its batch."""
+
+    task = models.OneToOneField(
+        "django_celery_results.TaskResult",
+        to_field="task_id",
+        db_column="task_id",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="batch_link",
+    )
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="task_links")

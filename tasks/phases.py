@@ -4,7 +4,8 @@ Item failures are recorded and the task returns normally, so a failed item never
 leaves a chord hanging. Work that failed transiently, or whose dependency's breaker is
 open, is retried later: with a broker countdown (a chord waits for it), or, for a wait
 longer than `BOS_MAX_COUNTDOWN_SECONDS`, stored and sent again by beat. Database
-outages are retried with backoff by the task class.
+outages are retried with backoff by the task class. A per-batch phase's result is
+stored in PostgreSQL (tasks/results.py); chunk results stay in Redis, with their chord.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from orchestrator.config import runtime
 from orchestrator.decide import RetryMode, retry_mode
 from orchestrator.services.deferred import defer
 from orchestrator.services.phases import RetryChunk, phase_batch_run, phase_chunk_run, phase_retry_noted
-from tasks.orchestration import RetryingTask
+from tasks.orchestration import RetryingTask, StoredRetryingTask
 
 
 def retry_options(task: Any) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def run_item_chunk_task(
     return {"succeeded": 0, "failed": 0, "skipped": 0, "deferred": 1}
 
 
-@shared_task(name="tasks.phases.run_batch_phase_task", base=RetryingTask, bind=True)
+@shared_task(name="tasks.phases.run_batch_phase_task", base=StoredRetryingTask, bind=True)
 def run_batch_phase_task(self: Any, phase_run_id: int, attempt: int = 1, phase_attempt: int = 0) -> None:
     try:
         phase_batch_run(

@@ -7,12 +7,12 @@ import logging
 from celery import shared_task
 
 from orchestrator.services.snapshots import snapshot_running_batches, stalled_batches
-from tasks.orchestration import RetryingTask
+from tasks.orchestration import StoredRetryingTask
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="tasks.snapshots.snapshot_task", base=RetryingTask)
+@shared_task(name="tasks.snapshots.snapshot_task", base=StoredRetryingTask)
 def snapshot_task() -> dict[str, object]:
     """Snapshot every non-terminal batch, then log the running ones that have stalled."""
     taken = snapshot_running_batches()

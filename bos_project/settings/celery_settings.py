@@ -1,7 +1,8 @@
 """Celery settings (read by the app with namespace="CELERY").
 
 Chords use the Redis result backend: chord counters live in Redis, which is what
-chords on the django-db backend get wrong. Work that must not be lost is acked late and
+chords on the django-db backend get wrong. Tasks people look up store their results
+in PostgreSQL (tasks/results.py). Work that must not be lost is acked late and
 rejected back to the queue when a worker dies.
 """
 
@@ -21,7 +22,12 @@ if not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "amqp://", "amqps:
 
     raise ImproperlyConfigured("CELERY_BROKER_URL must be a redis:// or amqp:// URL")
 
+# Redis is the app's result backend (chords, chunk results); the tasks people look up
+# (per-batch phases and orchestration, maintenance, analytics) store theirs in
+# PostgreSQL instead (tasks/results.py, docs/observability.md "Task results"), extended:
+# with their name, arguments, worker and queue.
 CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_RESULT_EXTENDED = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -110,6 +116,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "tasks.insights.insights_task",
         "schedule": env.float("BOS_INSIGHTS_INTERVAL_SECONDS", default=60.0),
         "options": {"expires": 60},
+    },
+    "task-results-cleanup": {
+        "task": "tasks.maintenance.task_results_cleanup_task",
+        "schedule": 3600.0,
+        "options": {"expires": 600},
     },
     "consumer-lag": {
         "task": "tasks.maintenance.consumer_lag_check_task",

@@ -31,6 +31,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    # Task results in PostgreSQL (orchestrator/task_results.py); before orchestrator,
+    # whose admin replaces django-celery-results' own.
+    "django_celery_results",
     "orchestrator",
     "tasks",
 ]
@@ -92,6 +95,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Times to the second on every page (bos_project/formats/en/formats.py).
+FORMAT_MODULE_PATH = "bos_project.formats"
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)
@@ -109,7 +114,7 @@ REST_FRAMEWORK = {
     # JSON bodies only, size-capped, refusing NaN, U+0000 and deep nesting.
     "DEFAULT_PARSER_CLASSES": ["orchestrator.api.parsers.StrictJSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "orchestrator.api.schema.ResourceTaggedSchema",
     "EXCEPTION_HANDLER": "orchestrator.api.errors.exception_handler",
     "PAGE_SIZE": 50,
 }
@@ -125,4 +130,19 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # Phases and items have `state` fields too: name the batch's enum, not by a hash.
     "ENUM_NAME_OVERRIDES": {"BatchStateEnum": "orchestrator.contracts.batch_state_choices"},
+    # One tag per resource (orchestrator/api/schema.py tags by path; some views explicitly).
+    "TAGS": [
+        {
+            "name": "batches",
+            "description": "Submit batches, follow them, steer them (cancel, retry, roll back).",
+        },
+        {"name": "pipelines", "description": "Pipeline definitions, their versions, statistics and graphs."},
+        {"name": "config", "description": "Runtime settings and their history (superusers)."},
+        {
+            "name": "flags",
+            "description": "Feature flags: a sticky percentage of batches, by tenant and pipeline.",
+        },
+        {"name": "errors", "description": "Error fingerprints and alerts of your tenants."},
+        {"name": "health", "description": "The service's dependencies: circuit breakers."},
+    ],
 }

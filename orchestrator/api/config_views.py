@@ -76,7 +76,7 @@ def _item(key: str) -> dict[str, Any]:
     return next(item for item in store.config_items() if item["key"] == key)
 
 
-@extend_schema(responses=ConfigListOutSerializer)
+@extend_schema(tags=["config"], summary="List runtime settings", responses=ConfigListOutSerializer)
 @api_view(["GET"])
 def config_list_view(request: Request) -> Response:
     """Every runtime setting: its value, default, type, bounds and last change."""
@@ -84,7 +84,12 @@ def config_list_view(request: Request) -> Response:
     return Response({"results": ConfigItemOutSerializer(store.config_items(), many=True).data})
 
 
-@extend_schema(request=ConfigSetInSerializer, responses=ConfigItemOutSerializer)
+@extend_schema(
+    tags=["config"],
+    summary="Set a runtime setting",
+    request=ConfigSetInSerializer,
+    responses=ConfigItemOutSerializer,
+)
 @api_view(["PUT"])
 def config_set_view(request: Request, key: str) -> Response:
     """Set one runtime setting (a new version); 400 `invalid_config` names the key and rule."""
@@ -100,7 +105,9 @@ def config_set_view(request: Request, key: str) -> Response:
     return Response(ConfigItemOutSerializer(_item(key)).data)
 
 
-@extend_schema(responses=ConfigVersionOutSerializer(many=True))
+@extend_schema(
+    tags=["config"], summary="Runtime configuration history", responses=ConfigVersionOutSerializer(many=True)
+)
 @api_view(["GET"])
 def config_history_view(request: Request) -> Response:
     """Every version, newest first: who, when, why and what changed."""
@@ -110,7 +117,12 @@ def config_history_view(request: Request) -> Response:
     return paginator.get_paginated_response(ConfigVersionOutSerializer(page, many=True).data)
 
 
-@extend_schema(request=ConfigRollbackInSerializer, responses={201: ConfigVersionOutSerializer})
+@extend_schema(
+    tags=["config"],
+    summary="Roll the runtime configuration back",
+    request=ConfigRollbackInSerializer,
+    responses={201: ConfigVersionOutSerializer},
+)
 @api_view(["POST"])
 def config_rollback_view(request: Request) -> Response:
     """Every key back to its value at `version` (0: every default), as a new version."""

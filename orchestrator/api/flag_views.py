@@ -62,7 +62,7 @@ def _visible(user: Any, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return visible
 
 
-@extend_schema(tags=["flags"], responses=FlagListOutSerializer)
+@extend_schema(tags=["flags"], summary="List feature flags", responses=FlagListOutSerializer)
 @api_view(["GET"])
 def flag_list_view(request: Request) -> Response:
     """Every feature flag with its targeting and last change."""
@@ -71,7 +71,12 @@ def flag_list_view(request: Request) -> Response:
     )
 
 
-@extend_schema(tags=["flags"], request=FlagSetInSerializer, responses=FlagOutSerializer)
+@extend_schema(
+    tags=["flags"],
+    summary="Create or change a feature flag",
+    request=FlagSetInSerializer,
+    responses=FlagOutSerializer,
+)
 @api_view(["PUT"])
 def flag_set_view(request: Request, name: str) -> Response:
     """Create or change a flag (superusers; a new configuration version). A bad field is a

@@ -16,20 +16,30 @@ from orchestrator.states import ItemState, reported_item_state
 
 
 class ItemInSerializer(serializers.Serializer):
-    key = serializers.CharField(max_length=200)
-    payload = serializers.JSONField(required=False, allow_null=True)
+    key = serializers.CharField(max_length=200, help_text="unique within the batch")
+    payload = serializers.JSONField(
+        required=False, allow_null=True, help_text="the item's data for the pipeline's handlers"
+    )
 
 
 class BatchCreateInSerializer(serializers.Serializer):
-    tenant = serializers.RegexField(TENANT_PATTERN)
-    external_id = serializers.CharField(max_length=200)
-    pipeline = serializers.CharField(max_length=100)
-    pipeline_version = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
-    deadline = serializers.DateTimeField(required=False, allow_null=True)
-    metadata = serializers.DictField(required=False, default=dict)
-    correlation_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    items = ItemInSerializer(many=True, allow_empty=False)
+    tenant = serializers.RegexField(TENANT_PATTERN, help_text="a tenant where you are an operator or admin")
+    external_id = serializers.CharField(
+        max_length=200, help_text="your id of the batch; the same one again returns the existing batch"
+    )
+    pipeline = serializers.CharField(max_length=100, help_text="a pipeline's name (GET /api/v1/pipelines/)")
+    pipeline_version = serializers.IntegerField(
+        min_value=1, required=False, allow_null=True, help_text="null: the active version (or its A/B split)"
+    )
+    priority = serializers.IntegerField(min_value=0, max_value=9, default=5, help_text="0-9, 9 highest")
+    deadline = serializers.DateTimeField(required=False, allow_null=True, help_text="the batch's SLA")
+    metadata = serializers.DictField(
+        required=False, default=dict, help_text="free-form; phases' `when:` conditions read it"
+    )
+    correlation_id = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, help_text="else the request's X-Correlation-ID"
+    )
+    items = ItemInSerializer(many=True, allow_empty=False, help_text="at least one item")
 
     def validate_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         keys = [i["key"] for i in items]
@@ -39,7 +49,22 @@ class BatchCreateInSerializer(serializers.Serializer):
 
 
 class ActionInSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    """The body of an operator action (cancel, retry, retry-items, rollback): optional."""
+
+    reason = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="why, in the batch's history and the audit log (optional; an empty body is fine)",
+    )
+
+
+class ErrorOutSerializer(serializers.Serializer):
+    """Every error answer of the API (docs/api-errors.md)."""
+
+    code = serializers.CharField(help_text="stable, for programs: `not_found`, `invalid_transition`, ...")
+    message = serializers.CharField(help_text="for people")
 
 
 class PhaseOutSerializer(serializers.ModelSerializer):

@@ -6,13 +6,19 @@ Every query is scoped to the caller's tenants: another tenant's batch answers 40
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from django import forms
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.request import Request
@@ -27,6 +33,7 @@ from orchestrator.api.serializers import (
     BatchCreateInSerializer,
     BatchDetailOutSerializer,
     BatchOutSerializer,
+    ErrorOutSerializer,
     ItemOutSerializer,
     PipelineOutSerializer,
     PipelineVersionOutSerializer,
@@ -34,7 +41,7 @@ from orchestrator.api.serializers import (
 )
 from orchestrator.breakers import breaker_states
 from orchestrator.errors import InvalidRequest, NotFound, PermissionDenied
-from orchestrator.models import Batch, PhaseRun, Pipeline, PipelineVersion
+from orchestrator.models import Batch, PhaseRun, Pipeline, PipelineVersion, Tenant
 from orchestrator.observability import context as log_context
 from orchestrator.observability import tracing
 from orchestrator.profiling import version_stats
@@ -47,6 +54,8 @@ from orchestrator.services.batches import (
     batch_retry_items,
 )
 from orchestrator.services.rollback import batch_rollback
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 GRAPH_AS = OpenApiParameter("as", str, enum=["svg", "mermaid"], description="svg (default) or mermaid text")
 SINCE = OpenApiParameter("since", OpenApiTypes.DATETIME, description="only fingerprints seen since then")
@@ -70,6 +79,37 @@ CREATE_EXAMPLE = OpenApiExample(
 )
 
 
+def sample_batch_body(tenant: str) -> dict[str, Any]:
+    """A body to edit in the browsable API's POST form: the example, in the caller's tenant."""
+    body = dict(CREATE_EXAMPLE.value)
+    body.pop("deadline")
+    return {**body, "tenant": tenant, "external_id": f"{tenant}-browsable-001", "pipeline_version": None}
+
+
+REFUSED = OpenApiResponse(
+    ErrorOutSerializer, description="`forbidden`: not an operator or admin of the tenant"
+)
+MISSING = OpenApiResponse(ErrorOutSerializer, description="`not_found`: no such batch among your tenants'")
+NOT_NOW = OpenApiResponse(
+    ErrorOutSerializer, description="`invalid_transition`: the batch's state does not allow this action now"
+)
+ACTION_BODY = (
+    'Body (optional): `{"reason": "…"}`, at most 500 characters, recorded in the batch\'s history '
+    "(GET …/history/) and the audit log; `{}` or no body at all is fine. Needs the operator or admin "
+    "role in the batch's tenant. Answers with the batch as it is after the action."
+)
+
+
+def _action_schema(summary: str, what: str) -> Callable[[F], F]:
+    return extend_schema(
+        summary=summary,
+        description=f"{what}\n\n{ACTION_BODY}",
+        request=ActionInSerializer,
+        responses={200: BatchDetailOutSerializer, 403: REFUSED, 404: MISSING, 409: NOT_NOW},
+        examples=[OpenApiExample("With a reason", request_only=True, value={"reason": "customer asked"})],
+    )
+
+
 def _limit_parameter(default: int, most: int) -> OpenApiParameter:
     return OpenApiParameter("limit", int, description=f"how many, {default} by default, at most {most}")
 
@@ -84,6 +124,19 @@ def _actor(request: Request) -> str:
     return f"user:{request.user.get_username()}"
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="List batches",
+        description="Batches of your tenants, newest first, paginated (`page`, `page_size`); filter by "
+        "`state`, `pipeline`, `external_id`, `created_after`, `created_before`.",
+    ),
+    retrieve=extend_schema(
+        summary="Get a batch",
+        description="One batch with its phases (state, times, attempts, counts), active phases, report "
+        "and error. Another tenant's batch answers 404.",
+        responses={200: BatchDetailOutSerializer, 404: MISSING},
+    ),
+)
 class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     filterset_class = BatchFilter
     lookup_value_regex = "[0-9a-fA-F-]{36}"
@@ -95,7 +148,24 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return qs
 
     def get_serializer_class(self) -> Any:
+        if self.action == "create":
+            return BatchCreateInSerializer
         return BatchDetailOutSerializer if self.action == "retrieve" else BatchOutSerializer
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> Any:
+        if self.action == "create" and not args and "data" not in kwargs:
+            # The browsable API's POST form: the input fields, items included, as a sample
+            # body to edit (DRF renders the form from an unbound serializer's data).
+            kwargs["instance"] = sample_batch_body(self._tenant_to_submit_in())
+        return super().get_serializer(*args, **kwargs)
+
+    def _tenant_to_submit_in(self) -> str:
+        """The first tenant where the caller may submit (a placeholder when there is none)."""
+        operates = access.tenant_ids(self.request.user, Do.OPERATE)
+        tenants = Tenant.objects.order_by("slug")
+        if operates is not None:
+            tenants = tenants.filter(id__in=operates)
+        return next(iter(tenants.values_list("slug", flat=True)[:1]), "your-tenant")
 
     def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         # The filters choose batches for the list; a detail action names its batch by id.
@@ -106,8 +176,17 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             raise PermissionDenied("forbidden", "this needs the operator or admin role in the tenant")
 
     @extend_schema(
+        summary="Submit a batch",
+        description="The `data` object of a `batch.requested` Kafka message plus `tenant`. 201 with the new "
+        "batch; the same `(tenant, external_id)` again is not a new batch: 200 with the existing one. "
+        "Needs the operator or admin role in the tenant.",
         request=BatchCreateInSerializer,
-        responses={201: BatchDetailOutSerializer, 200: BatchDetailOutSerializer},
+        responses={
+            201: BatchDetailOutSerializer,
+            200: BatchDetailOutSerializer,
+            400: OpenApiResponse(ErrorOutSerializer, description="invalid body (`code` says what)"),
+            403: REFUSED,
+        },
         examples=[CREATE_EXAMPLE],
     )
     def create(self, request: Request) -> Response:
@@ -144,13 +223,25 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
 
-    @extend_schema(responses=TransitionOutSerializer(many=True), filters=False)
+    @extend_schema(
+        summary="A batch's state history",
+        description="Every change of the batch's state, in order: `from_state`, `to_state`, `at`, `reason`, "
+        "`actor`, and the phase it concerned.",
+        responses={200: TransitionOutSerializer(many=True), 404: MISSING},
+        filters=False,
+    )
     @action(detail=True, methods=["get"], pagination_class=None)
     def history(self, request: Request, pk: str | None = None) -> Response:
         batch = self.get_object()
         return Response(TransitionOutSerializer(batch.transitions.order_by("seq"), many=True).data)
 
-    @extend_schema(responses=ItemOutSerializer(many=True), filters=False)
+    @extend_schema(
+        summary="A batch's items",
+        description="Items in order, paginated: state, attempts, the phase an item failed in, its last "
+        "error and error class, and its payload.",
+        responses={200: ItemOutSerializer(many=True), 404: MISSING},
+        filters=False,
+    )
     @action(detail=True, methods=["get"])
     def items(self, request: Request, pk: str | None = None) -> Response:
         batch = self.get_object()
@@ -167,31 +258,41 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         batch = self.get_queryset().prefetch_related("phases").get(id=batch.id)
         return Response(BatchDetailOutSerializer(batch).data)
 
-    @extend_schema(request=ActionInSerializer, responses=BatchDetailOutSerializer)
+    @_action_schema("Cancel a batch", "Stops a batch that has not ended: no phase starts any more.")
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         return self._operator_action(request, batch_cancel)
 
-    @extend_schema(request=ActionInSerializer, responses=BatchDetailOutSerializer)
+    @_action_schema("Retry a failed batch", "Runs a failed batch again from its failed phases.")
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
         return self._operator_action(request, batch_retry)
 
-    @extend_schema(request=ActionInSerializer, responses=BatchDetailOutSerializer)
+    @_action_schema(
+        "Retry a batch's failed items",
+        "Runs the failed items of a batch that completed with errors again, through the phases they failed in.",
+    )
     @action(detail=True, methods=["post"], url_path="retry-items")
     def retry_items(self, request: Request, pk: str | None = None) -> Response:
-        """Run the failed items of a batch that completed with errors again."""
         return self._operator_action(request, batch_retry_items)
 
-    @extend_schema(request=ActionInSerializer, responses=BatchDetailOutSerializer)
+    @_action_schema(
+        "Roll a batch back",
+        "Runs the compensations of the batch's finished phases, newest first; the batch ends `rolled_back`.",
+    )
     @action(detail=True, methods=["post"])
     def rollback(self, request: Request, pk: str | None = None) -> Response:
         return self._operator_action(request, batch_rollback)
 
-    @extend_schema(parameters=[GRAPH_AS], responses={(200, "image/svg+xml"): str, (200, "text/plain"): str})
+    @extend_schema(
+        summary="A batch's graph",
+        description="The batch's pipeline as a graph, coloured by each phase's state, with progress "
+        "(SVG, or Mermaid text with `?as=mermaid`).",
+        parameters=[GRAPH_AS],
+        responses={(200, "image/svg+xml"): str, (200, "text/plain"): str},
+    )
     @action(detail=True, methods=["get"])
     def graph(self, request: Request, pk: str | None = None) -> HttpResponse:
-        """The batch's pipeline as a graph, coloured by each phase's state (SVG, or `?as=mermaid`)."""
         return _graph_response(
             request, lambda as_mermaid: batch_graph(self.get_object(), as_mermaid=as_mermaid)
         )
@@ -204,10 +305,16 @@ def _limit(request: Request, default: int, most: int) -> int:
         raise InvalidRequest("invalid_limit", "limit must be a number") from exc
 
 
-@extend_schema(parameters=[SINCE, _limit_parameter(20, 200)], responses={200: dict})
+@extend_schema(
+    tags=["errors"],
+    summary="Top errors",
+    description="The most frequent error fingerprints (type, normalized message, pipeline, phase) of your "
+    "tenants, with their 24-hour trend.",
+    parameters=[SINCE, _limit_parameter(20, 200)],
+    responses={200: dict},
+)
 @api_view(["GET"])
 def errors_view(request: Request) -> Response:
-    """Top error fingerprints of the caller's tenants, with their 24-hour trend."""
     raw_since = request.query_params.get("since")
     try:
         since = parse_instant(raw_since) if raw_since else None
@@ -218,31 +325,53 @@ def errors_view(request: Request) -> Response:
     )
 
 
-@extend_schema(parameters=[_limit_parameter(50, 500)], responses={200: dict})
+@extend_schema(
+    tags=["errors"],
+    summary="Recent alerts",
+    description="Recent alerts of your tenants: new error patterns, rising error rates.",
+    parameters=[_limit_parameter(50, 500)],
+    responses={200: dict},
+)
 @api_view(["GET"])
 def alerts_view(request: Request) -> Response:
-    """Recent alerts (new error patterns, rising error rates) of the caller's tenants."""
     return Response({"results": recent_alerts(tenant_ids_for(request.user), limit=_limit(request, 50, 500))})
 
 
-@extend_schema(responses={200: dict})
+@extend_schema(
+    tags=["health"],
+    summary="Circuit breakers",
+    description="The circuit breaker of every downstream dependency: state, failures in a row, seconds "
+    "until the next probe. (Liveness, readiness and metrics: `/healthz`, `/readyz`, `/metrics`.)",
+    responses={200: dict},
+)
 @api_view(["GET"])
 def breakers_view(request: Request) -> Response:
-    """The circuit breaker of every downstream dependency: state, failures, time to probe."""
     return Response({"results": breaker_states()})
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="List pipelines", description="Every pipeline with its active version's definition."
+    ),
+    retrieve=extend_schema(
+        summary="Get a pipeline", description="One pipeline by name, with its active definition."
+    ),
+)
 class PipelineViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = PipelineOutSerializer
     lookup_field = "name"
     queryset = Pipeline.objects.select_related("active_version").order_by("name")
 
-    @extend_schema(parameters=[GRAPH_AS], responses={(200, "image/svg+xml"): str, (200, "text/plain"): str})
+    @extend_schema(
+        summary="A version's graph",
+        description="A pipeline version's phases and their dependencies (SVG, or Mermaid text with `?as=mermaid`).",
+        parameters=[GRAPH_AS],
+        responses={(200, "image/svg+xml"): str, (200, "text/plain"): str},
+    )
     @action(detail=True, methods=["get"], url_path=r"versions/(?P<version>[0-9]+)/graph")
     def version_graph(
         self, request: Request, name: str | None = None, version: str | None = None
     ) -> HttpResponse:
-        """A version's phase graph (SVG, or `?as=mermaid`)."""
         found = (
             PipelineVersion.objects.select_related("pipeline")
             .filter(pipeline=self.get_object(), version=int(version or 0))
@@ -252,10 +381,14 @@ class PipelineViewSet(viewsets.ReadOnlyModelViewSet):
             raise NotFound("version_not_found", f"pipeline {name} has no version {version}")
         return _graph_response(request, lambda as_mermaid: version_graph(found, as_mermaid=as_mermaid))
 
-    @extend_schema(responses=PipelineVersionOutSerializer(many=True))
+    @extend_schema(
+        summary="A pipeline's versions",
+        description="Versions side by side, newest first: definition, whether active, A/B weight, and over "
+        "your tenants' batches: batches by state and p50/p95 durations.",
+        responses=PipelineVersionOutSerializer(many=True),
+    )
     @action(detail=True, methods=["get"])
     def versions(self, request: Request, name: str | None = None) -> Response:
-        """Versions side by side, newest first: definition, batches by state, p50/p95 durations."""
         pipeline = self.get_object()
         versions = PipelineVersion.objects.filter(pipeline=pipeline).select_related("pipeline")
         page = self.paginate_queryset(versions.order_by("-version"))

@@ -53,3 +53,29 @@ def test_the_committed_openapi_schema_is_a_valid_openapi_document() -> None:
     assert spec["openapi"].startswith("3.")
     assert "/api/v1/batches/" in spec["paths"]
     assert "BatchStateEnum" in spec["components"]["schemas"]
+
+
+def _operations() -> list[tuple[str, str, dict[str, object]]]:
+    spec = yaml.safe_load(COMMITTED.read_text())
+    return [(method, path, op) for path, ops in spec["paths"].items() for method, op in ops.items()]
+
+
+def test_every_operation_has_a_resource_tag_a_summary_and_a_description() -> None:
+    resources = {"batches", "pipelines", "config", "flags", "errors", "health"}
+    for method, path, op in _operations():
+        assert op.get("tags") and set(op["tags"]) <= resources, (method, path, op.get("tags"))
+        assert op.get("summary") and op.get("description"), (method, path)
+    assert {tag for _, _, op in _operations() for tag in op["tags"]} == resources  # type: ignore[attr-defined]
+
+
+def test_the_operator_actions_explain_their_body_and_their_409() -> None:
+    spec = yaml.safe_load(COMMITTED.read_text())
+    for action in ("cancel", "retry", "retry-items", "rollback"):
+        op = spec["paths"][f"/api/v1/batches/{{id}}/{action}/"]["post"]
+        assert "reason" in op["description"] and "optional" in op["description"].lower(), action
+        assert "409" in op["responses"] and "invalid_transition" in op["responses"]["409"]["description"]
+        body = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        assert spec["components"]["schemas"][body]["properties"]["reason"]["description"], action
+    create = spec["paths"]["/api/v1/batches/"]["post"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert "items" in spec["components"]["schemas"][body]["required"]

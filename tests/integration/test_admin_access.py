@@ -28,6 +28,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token, TokenProxy
 from rest_framework.test import APIClient
 
@@ -38,6 +39,7 @@ from orchestrator.models import (
     Batch,
     BatchItem,
     BatchSnapshot,
+    BatchTask,
     ChunkRun,
     ConfigVersion,
     DeferredTask,
@@ -105,6 +107,7 @@ SPECS: dict[type[Model], Spec] = {
     ErrorFingerprint: RECORD,
     ErrorCount: RECORD,
     Alert: RECORD,
+    TaskResult: RECORD,  # a batch's task results by tenant; tasks of no batch: superusers
     Tenant: Spec(read=1, change=3, su_change=True, su_add=True),
     Membership: Spec(read=3, su_change=True, su_add=True, su_delete=True),
     Pipeline: PLATFORM,
@@ -147,6 +150,16 @@ def _batch(tenant: Tenant, version: PipelineVersion, state: str, phase_state: st
         state=phase_state,
     )
     return batch
+
+
+def _task_result(name: str, batch: Batch | None) -> TaskResult:
+    """A stored task result, as the result backend writes it (linked when about a batch)."""
+    result = TaskResult.objects.create(
+        task_id=str(uuid.uuid4()), task_name=name, status="SUCCESS", result="null", date_done=timezone.now()
+    )
+    if batch is not None:
+        BatchTask.objects.create(task=result, batch=batch)
+    return result
 
 
 def build_world(
@@ -239,11 +252,13 @@ def build_world(
         objects[ErrorFingerprint][slug] = fingerprint
         objects[ErrorCount][slug] = ErrorCount.objects.create(fingerprint=fingerprint, hour=now, count=1)
         objects[Alert][slug] = Alert.objects.create(tenant=tenant, kind="new_error", message=f"{slug} alert")
+        objects[TaskResult][slug] = _task_result(f"tasks.phases.run_batch_phase_task{tag}", batch=done)
         objects[Tenant][slug] = tenant
         objects[Membership][slug] = Membership.objects.create(user=member, tenant=tenant, role="viewer")
     bystander = get_user_model().objects.create(username=f"bystander{tag}")
     Token.objects.create(user=bystander)
     objects[Alert][NONE] = Alert.objects.create(tenant=None, kind="consumer_lag", message="the service lags")
+    objects[TaskResult][NONE] = _task_result(f"tasks.maintenance.reconcile_task{tag}", batch=None)
     objects[Pipeline][NONE] = version.pipeline
     objects[PipelineVersion][NONE] = version
     objects[ConfigVersion][NONE] = ConfigVersion.objects.create(

@@ -1,5 +1,7 @@
 """`manage.py demo` (`make demo`): sends sample essays through Kafka to the running
-service, follows the batch to its end with a progress bar, and prints its report."""
+service, follows the batch to its end with a progress bar, and prints its report: each
+phase with its duration and, when it did not run, why; each report value, and why one
+is empty (the score phase runs only with `--scoring`); then where to look next."""
 
 from __future__ import annotations
 
@@ -10,12 +12,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.urls import reverse
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from orchestrator.admin_display import format_duration
 from orchestrator.kafka.clients import make_producer, with_backoff
-from orchestrator.models import Batch
+from orchestrator.models import Batch, PhaseRun
 from orchestrator.selectors import batch_progress
 
 OPENINGS = [
@@ -141,24 +145,72 @@ class Command(BaseCommand):
                 time.sleep(0.2)
 
     def _report(self, console: Console, batch: Batch) -> None:
-        phases = Table(title=f"batch {batch.id} — {batch.state}")
-        for column in ("phase", "state", "items", "failed", "seconds"):
-            phases.add_column(column)
-        for phase in batch.phases.order_by("position"):
-            duration = phase.duration_seconds
-            phases.add_row(
+        phases = list(batch.phases.order_by("position"))
+        table = Table(title=f"batch {batch.id} — {batch.state}")
+        for column in ("phase", "state", "items", "failed", "duration", "note"):
+            table.add_column(column)
+        for phase in phases:
+            table.add_row(
                 phase.name,
                 phase.state,
                 str(phase.items_done) if phase.mode == "per_item" else "-",
                 str(phase.items_failed),
-                f"{duration:.2f}" if duration is not None else "-",
+                format_duration(phase.duration_seconds),
+                phase_note(phase),
             )
-        console.print(phases)
-        report = (batch.report or {}).get("aggregate", {})
+        console.print(table)
         summary = Table(title="report", show_header=False)
         summary.add_row(
             "items", f"{batch.items_total} ({batch.items_succeeded} ok, {batch.items_failed} failed)"
         )
-        for key, value in report.items():
-            summary.add_row(key.replace("_", " "), str(value))
+        for key, value in report_rows(batch.report, {p.name: p for p in phases}):
+            summary.add_row(key, value)
         console.print(summary)
+        console.print(where_next(batch, base_url=f"http://127.0.0.1:{settings.BOS_HTTP_PORT}"))
+
+
+# Report values that come from one phase: when it did not run, the value is empty for that reason.
+REPORT_SOURCES = {"score_mean": "score", "grades": "grading"}
+
+
+def phase_note(phase: PhaseRun) -> str:
+    """Why a phase did not do its work (skipped: its reason; failed: its error)."""
+    if phase.state == "skipped":
+        return f"skipped: {phase.skip_reason or 'no reason recorded'}"
+    if phase.state == "failed":
+        return phase.error[:120]
+    return ""
+
+
+def report_rows(report: dict[str, Any] | None, phases: dict[str, PhaseRun]) -> list[tuple[str, str]]:
+    """The aggregate report as (label, value) rows; an empty value says why it is empty."""
+    rows = []
+    for key, value in ((report or {}).get("aggregate") or {}).items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        if value in (None, {}, []):
+            source = phases.get(REPORT_SOURCES.get(key, ""))
+            if source is not None and source.state != "succeeded":
+                why = phase_note(source) or source.state
+                shown = f"— (the {source.name} phase did not run: {why})"
+                if source.name == "score" and source.state == "skipped":
+                    shown += "; `make demo DEMO_ARGS=--scoring` scores the essays (needs `make run`'s scoring service)"
+            else:
+                shown = "—"
+        rows.append((key.replace("_", " "), shown))
+    if not rows:
+        rows.append(("aggregate", "no report: the aggregate phase did not run (see the phases above)"))
+    return rows
+
+
+def where_next(batch: Batch, *, base_url: str) -> str:
+    """Where to look at the batch next: its admin page, its graph, the dashboard."""
+    return "\n".join(
+        [
+            "where to look next:",
+            f"  the batch in the admin   {base_url}{reverse('admin:orchestrator_batch_change', args=[batch.id])}",
+            f"  its graph                {base_url}{reverse('batch-graph', args=[batch.id])}",
+            f"  its task results         {base_url}{reverse('admin:django_celery_results_taskresult_changelist')}"
+            f"?batch={batch.id}",
+            f"  the dashboard            {base_url}/dashboard/",
+        ]
+    )
