@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -225,10 +225,7 @@ def config_items() -> list[dict[str, Any]]:
     """Every runtime setting: its value now (from the database), default and metadata."""
     row = latest()
     values = dict(row.values) if row else {}
-    changed: dict[str, ConfigVersion] = {}
-    for version in ConfigVersion.objects.order_by("version"):
-        for key in version.changes:
-            changed[key] = version
+    changed = _last_changes()
     base = defaults()
     items = []
     for key, setting in sorted(RUNTIME.items()):
@@ -259,26 +256,42 @@ def config_items() -> list[dict[str, Any]]:
 def flag_set(*, name: str, value: Mapping[str, Any], actor: str, reason: str) -> ConfigVersion:
     """Create or change the flag `name` (a new configuration version); InvalidConfig
     names the flag's key and the rule a field broke."""
+    return _set_one(
+        key=flags.key_of(name),
+        parse=lambda: flags.parse_flag(name, value).as_value(),
+        actor=actor,
+        reason=reason,
+    )
+
+
+def _set_one(*, key: str, parse: Callable[[], Any], actor: str, reason: str) -> ConfigVersion:
+    """A new version with one stored key set to what `parse` makes of the request."""
     if not reason.strip():
         raise InvalidRequest("invalid_request", "a reason is required")
     try:
-        flag = flags.parse_flag(name, value)
+        stored_value = parse()
     except ConfigInvalid as exc:
         raise InvalidConfig(exc) from exc
     with transaction.atomic():
         _lock()
         _, old = stored()
-        return _write(values={**old, flags.key_of(name): flag.as_value()}, actor=actor, reason=reason)
+        return _write(values={**old, key: stored_value}, actor=actor, reason=reason)
+
+
+def _last_changes() -> dict[str, ConfigVersion]:
+    """Each stored key's latest version that changed it."""
+    changed: dict[str, ConfigVersion] = {}
+    for version in ConfigVersion.objects.order_by("version"):
+        for key in version.changes:
+            changed[key] = version
+    return changed
 
 
 def flag_items() -> list[dict[str, Any]]:
     """Every flag: its value now (from the database) and its last change."""
     row = latest()
     values = dict(row.values) if row else {}
-    changed: dict[str, ConfigVersion] = {}
-    for version in ConfigVersion.objects.order_by("version"):
-        for key in version.changes:
-            changed[key] = version
+    changed = _last_changes()
     items = []
     for key in sorted(k for k in values if flags.is_flag_key(k)):
         flag = flags.parse_flag(key.removeprefix(flags.PREFIX), values[key])
@@ -298,16 +311,12 @@ def flag_items() -> list[dict[str, Any]]:
 def schedule_set(*, name: str, value: Mapping[str, Any], actor: str, reason: str) -> ConfigVersion:
     """Change beat's schedule `name` (interval, enabled) as a new configuration version;
     the active beat picks it up at its next tick."""
-    if not reason.strip():
-        raise InvalidRequest("invalid_request", "a reason is required")
-    try:
-        schedule = schedules.parse_schedule(name, value)
-    except ConfigInvalid as exc:
-        raise InvalidConfig(exc) from exc
-    with transaction.atomic():
-        _lock()
-        _, old = stored()
-        return _write(values={**old, schedules.key_of(name): schedule.as_value()}, actor=actor, reason=reason)
+    return _set_one(
+        key=schedules.key_of(name),
+        parse=lambda: schedules.parse_schedule(name, value).as_value(),
+        actor=actor,
+        reason=reason,
+    )
 
 
 def schedule_items() -> list[dict[str, Any]]:

@@ -345,7 +345,11 @@ def test_lag_under_the_threshold_never_alerts_and_an_unreachable_broker_changes_
     assert not Alert.objects.filter(kind=ALERT_KIND, details__group=group).exists()
 
 
-def test_the_lag_check_runs_on_beat_in_a_real_worker(celery_worker: object, kafka_topics: list[str]) -> None:
+def test_the_lag_check_runs_on_beat_in_a_real_worker(
+    celery_worker: object, kafka_topics: list[str], transactional_db: None
+) -> None:
+    """Its result is kept in PostgreSQL (a maintenance task: docs/observability.md, "Task
+    results"), so reading it needs the database."""
     from tasks.maintenance import consumer_lag_check_task
 
     assert settings.CELERY_BEAT_SCHEDULE["consumer-lag"]["task"] == consumer_lag_check_task.name
