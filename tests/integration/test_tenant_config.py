@@ -37,6 +37,7 @@ def items(n: int) -> list[dict[str, Any]]:
     return [{"key": f"i{i}", "payload": {}} for i in range(n)]
 
 
+@pytest.mark.usefixtures("held_batches")  # read, not run: no worker writes while the test ends
 def test_a_tenant_s_own_value_applies_to_that_tenant_only() -> None:
     default = runtime("chunk_size")
     store.config_set(changes={"chunk_size": 7}, actor="test", reason="acme's items are big", tenant="acme")
@@ -57,6 +58,7 @@ def test_a_tenant_s_own_value_applies_to_that_tenant_only() -> None:
     assert Batch.objects.get(id=made["globex"].id).phases.get(name="work").chunk_size == default
 
 
+@pytest.mark.usefixtures("held_batches")
 def test_a_tenant_may_accept_larger_batches_than_the_others() -> None:
     store.config_set(changes={"max_items": 3, "inline_max_items": 3}, actor="test", reason="small by default")
     store.config_set(changes={"max_items": 50}, actor="test", reason="acme sends more", tenant="acme")
