@@ -20,10 +20,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.db import transaction
 from django.db.models import Count, F, Q, Sum
+from django.utils import timezone
 
 from orchestrator.models import Batch, BatchItem, OutboxEvent, PhaseRun, StateTransition
 from orchestrator.services.progress import settle_items
@@ -200,10 +202,24 @@ def _check_phase_counts(page: list[UUID]) -> list[Problem]:
     return problems
 
 
+# Items are settled just after the commit that completes their batch; a batch that
+# finished this recently may still be settling, and is not an inconsistency yet.
+SETTLE_GRACE = timedelta(seconds=60)
+
+
+def _settled_by(batch: Batch, since: datetime) -> bool:
+    """Whether the batch finished before `since` (a finished batch without a time: yes)."""
+    return batch.finished_at is None or batch.finished_at < since
+
+
 def _check_settled(page: list[UUID], batches: dict[UUID, Batch]) -> list[Problem]:
     """Completed batches whose items were not all settled (the process that finished the
-    batch died between its commit and settling them; readers see them succeeded anyway)."""
-    settled = [b for b in page if batches[b].state in SETTLED_STATES]
+    batch died between its commit and settling them; readers see them succeeded anyway).
+    A batch that finished less than SETTLE_GRACE ago is left to its settling."""
+    settling_since = timezone.now() - SETTLE_GRACE
+    settled = [
+        b for b in page if batches[b].state in SETTLED_STATES and _settled_by(batches[b], settling_since)
+    ]
     if not settled:
         return []
     pending = (

@@ -126,6 +126,10 @@ def test_an_operator_rewinds_a_batch_to_a_snapshot_and_it_runs_again_from_there(
         run("bos_snapshot", "rewind", str(batch.id), "--snapshot", str(snapshot.id + 1000))
 
 
+def _items(n: int) -> list[dict[str, Any]]:
+    return [{"key": f"i{i}", "payload": {}} for i in range(n)]
+
+
 def test_bos_check_repair_rebuilds_counters_from_items_and_chunk_records() -> None:
     items = [{"key": f"i{i}", "payload": {"fail": "no"} if i in (3, 11) else {}} for i in range(20)]
     batch = batch_create(request=batch_request(pipeline="echo", items=items), actor="test").batch
@@ -146,6 +150,31 @@ def test_bos_check_repair_rebuilds_counters_from_items_and_chunk_records() -> No
     first = PhaseRun.objects.get(batch=batch, name="first")
     assert (first.items_done, first.items_failed, first.chunks_done) == (20, 2, 5)
     assert "consistent" in run("bos_check")
+
+
+def test_bos_check_leaves_a_just_finished_batch_to_its_settling_and_repairs_a_lost_settle() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from orchestrator.models import BatchItem
+    from orchestrator.services.consistency import SETTLE_GRACE
+
+    batch = batch_create(request=batch_request(pipeline="echo", items=_items(6)), actor="test").batch
+    assert wait_for_terminal(batch.id).state == "completed"
+    wait_for(lambda: not BatchItem.objects.filter(batch=batch, state="pending").exists(), what="settled")
+    # As if the process that completed it had died before settling its items:
+    BatchItem.objects.filter(batch=batch).update(state="pending")
+    assert "consistent" in run("bos_check")  # just finished: it may still be settling
+
+    Batch.objects.filter(id=batch.id).update(finished_at=timezone.now() - SETTLE_GRACE - timedelta(seconds=1))
+    with pytest.raises(CommandError, match="inconsistencies remain"):
+        run("bos_check")
+    repaired = check_batches(repair=True).repaired
+    assert [(p.check, p.detail) for p in repaired] == [
+        ("settled", "6 item(s) of a completed batch still pending")
+    ]
+    assert BatchItem.objects.filter(batch=batch, state="succeeded").count() == 6
 
 
 @pytest.mark.usefixtures("held_pipeline")
