@@ -539,3 +539,57 @@ class BatchTask(models.Model):
         related_name="batch_link",
     )
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="task_links")
+
+
+class AppendOnly(Exception):
+    """An audit record was to be changed or deleted through the ORM: it never is."""
+
+
+class AuditQuerySet(models.QuerySet["AuditRecord"]):
+    def update(self, **kwargs: object) -> int:
+        raise AppendOnly("the audit log is append-only: no update")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AppendOnly("the audit log is append-only: no delete (retention purges it in SQL)")
+
+
+class AuditRecord(models.Model):
+    """One operation (orchestrator/audit/): who, from where, what, on which object of which
+    tenant, and how it ended. Append-only: the ORM refuses to change or delete a record and
+    a trigger refuses UPDATE and DELETE in the database (migration 0011), except the
+    retention purge, which says so in its transaction."""
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField()
+    actor = models.CharField(max_length=200)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=64, blank=True)
+    object_id = models.CharField(max_length=200, blank=True)
+    # No constraint: the trail outlives what it is about, a tenant included.
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    outcome = models.CharField(max_length=16)
+    detail = models.JSONField(default=dict, blank=True)
+    correlation_id = models.CharField(max_length=200, blank=True)
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["-at"], name="audit_recent"),
+            models.Index(fields=["tenant", "-at"], name="audit_tenant_recent"),
+            models.Index(fields=["actor", "-at"], name="audit_actor_recent"),
+        ]
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self._state.adding:
+            raise AppendOnly("the audit log is append-only: a record is never changed")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise AppendOnly("the audit log is append-only: a record is never deleted")
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.outcome}"

@@ -11,6 +11,7 @@ from bos_project.settings.environment import (
     kafka_bootstrap,
     metrics_dir,
     positive_int,
+    trusted_proxies,
 )
 from bos_project.settings.environment import bos_env as _bos_env
 from orchestrator.config.registry import apply_aliases as _apply_aliases
@@ -30,6 +31,8 @@ BOS_TOPIC_SYSTEM_EVENTS = env.str("BOS_TOPIC_SYSTEM_EVENTS", default="bos.system
 BOS_CONSUMER_GROUP = env.str("BOS_CONSUMER_GROUP", default="bos-orchestrator")
 BOS_KAFKA_FETCH_MAX_WAIT_MS = positive_int("BOS_KAFKA_FETCH_MAX_WAIT_MS", 20)
 BOS_ENCRYPTION_KEYS = encryption_keys(_bos_env())
+# The proxies whose X-Forwarded-For names the client (orchestrator/audit/addresses.py).
+BOS_TRUSTED_PROXIES = trusted_proxies()
 
 # Runtime settings (orchestrator/config/): the longest a process takes to see a change.
 BOS_CONFIG_RELOAD_SECONDS = env.float("BOS_CONFIG_RELOAD_SECONDS", default=5.0)
@@ -192,6 +195,9 @@ BOS_INSIGHTS_INTERVAL_SECONDS = env.float("BOS_INSIGHTS_INTERVAL_SECONDS", defau
 BOS_ANOMALY_WINDOW_RUNS = env.int("BOS_ANOMALY_WINDOW_RUNS", default=30)
 BOS_ANOMALY_MADS = env.float("BOS_ANOMALY_MADS", default=4.0)
 BOS_BREAKER_FORECAST_SECONDS = env.float("BOS_BREAKER_FORECAST_SECONDS", default=60.0)
+# --- security (docs/security.md) ---
+# How long audit records are kept (runtime audit_retention_days); beat purges older ones.
+BOS_AUDIT_RETENTION_DAYS = positive_int("BOS_AUDIT_RETENTION_DAYS", 365)
 
 # --- Runtime settings: their variables are their defaults, held to the same rules ---
 from orchestrator.config.registry import RUNTIME as _RUNTIME  # noqa: E402

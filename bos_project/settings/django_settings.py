@@ -43,6 +43,8 @@ MIDDLEWARE = [
     "orchestrator.observability.http_metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "orchestrator.observability.middleware.CorrelationIdMiddleware",
+    # Who acts, from where, for the audit log (orchestrator/audit/).
+    "orchestrator.audit.middleware.AuditContextMiddleware",
     # JSON, never an HTML or debug page, on the API's paths (orchestrator/api/middleware.py).
     "orchestrator.api.middleware.ApiErrorMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

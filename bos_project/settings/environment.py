@@ -169,3 +169,18 @@ def json_value(name: str, default: Any) -> Any:
         return env.json(name, default=default)
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise ImproperlyConfigured(f"{name} must be valid JSON: {exc}") from exc
+
+
+def trusted_proxies() -> list[str]:
+    """`BOS_TRUSTED_PROXIES`: addresses or CIDR networks, each checked at start-up."""
+    import ipaddress
+
+    values = [v.strip() for v in env.list("BOS_TRUSTED_PROXIES", default=[]) if v.strip()]
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f"BOS_TRUSTED_PROXIES: {value!r} is not an IP address or CIDR network"
+            ) from exc
+    return values

@@ -97,6 +97,7 @@ _CLIENTS = "Downstream services"
 _METRICS = "Metrics"
 _INSIGHTS = "SLA, anomalies and forecasts"
 _TRACES = "Traces (OpenTelemetry)"
+_SECURITY = "Security"
 
 SETTINGS: tuple[Setting, ...] = (
     # --- services and secrets ---
@@ -668,6 +669,27 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     S("BOS_DEBUG", "bool", None, "Django's `DEBUG`.", _WEB, default_text="on in development"),
     S("BOS_LOG_LEVEL", "str", "INFO", "Root log level.", _WEB),
+    # --- security (docs/security.md) ---
+    S(
+        "BOS_TRUSTED_PROXIES",
+        "list",
+        [],
+        "Addresses or CIDR networks of the proxies in front of the web service (load balancer, ingress): "
+        "only from them is `X-Forwarded-For` believed for the client address that the audit log records.",
+        _SECURITY,
+        example="10.0.0.0/8,127.0.0.1",
+    ),
+    S(
+        "BOS_AUDIT_RETENTION_DAYS",
+        "int",
+        365,
+        "How long audit records are kept; older ones are purged daily by beat.",
+        _SECURITY,
+        kind=R,
+        key="audit_retention_days",
+        min=1,
+        max=36500,
+    ),
     # --- traces: OpenTelemetry's own variables, read by its SDK (BOS checks them at start-up) ---
     S(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
