@@ -583,6 +583,9 @@ class AuditRecord(models.Model):
             models.Index(fields=["actor", "-at"], name="audit_actor_recent"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.outcome}"
+
     def save(self, *args: object, **kwargs: object) -> None:
         if not self._state.adding:
             raise AppendOnly("the audit log is append-only: a record is never changed")
@@ -590,6 +593,3 @@ class AuditRecord(models.Model):
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise AppendOnly("the audit log is append-only: a record is never deleted")
-
-    def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.outcome}"

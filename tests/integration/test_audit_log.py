@@ -54,9 +54,12 @@ def test_the_database_refuses_update_and_delete_on_the_audit_table() -> None:
         "UPDATE orchestrator_auditrecord SET outcome = 'denied' WHERE id = %s",
         "DELETE FROM orchestrator_auditrecord WHERE id = %s",
     ):
-        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(statement, [row.pk])
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(statement, [row.pk])
     assert AuditRecord.objects.get(pk=row.pk).outcome == "ok"
 
 
