@@ -37,9 +37,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django_celery_results.models import GroupResult, TaskResult
 
-from orchestrator import access
+from orchestrator import access, audit
 from orchestrator import admin_display as display
 from orchestrator.access import Do
+from orchestrator.audit import reads
 from orchestrator.breakers import breaker_states
 from orchestrator.config import registry as config_registry
 from orchestrator.config import store as config_store
@@ -144,6 +145,33 @@ class ScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """Whether to offer the operator actions (each batch is checked again when run)."""
         return self._may(request, Do.OPERATE, None)
 
+    # Every edit through a form is in the audit log as well as in the admin's own history.
+    def _audit_edit(self, obj: Any, verb: str, message: Any = "") -> None:
+        audit.record(
+            f"{self.model._meta.model_name}.{verb}",
+            object_type=self.model._meta.model_name or "",
+            object_id=obj.pk,
+            tenant=self._tenant(obj),
+            detail={"change": str(message)[:2000]} if message else {},
+        )
+
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        self._audit_edit(obj, "add", message)
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        self._audit_edit(obj, "change", message)
+        return super().log_change(request, obj, message)
+
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
+        for obj in queryset:
+            self._audit_edit(obj, "delete")
+        return super().log_deletions(request, queryset)
+
+    def log_action(self, request: HttpRequest, obj: Any, message: str) -> None:
+        """The admin's "Recent actions" entry of a batch action (its audit record is the service's)."""
+        admin.ModelAdmin.log_change(self, request, obj, message)
+
 
 class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
     """Rows of the parent batch: shown to whoever may read the batch."""
@@ -232,7 +260,12 @@ BatchService = Callable[..., Batch]
 
 
 def _run_action(
-    modeladmin: BatchAdmin, request: HttpRequest, queryset: QuerySet[Batch], service: BatchService, verb: str
+    modeladmin: BatchAdmin,
+    request: HttpRequest,
+    queryset: QuerySet[Batch],
+    service: BatchService,
+    verb: str,
+    action: str,
 ) -> None:
     """Run `service` on every selected batch, if the user may operate on each of them.
 
@@ -246,6 +279,16 @@ def _run_action(
     missing = 0 if across else len(selected - {str(b.pk) for b in batches})
     refused = [b for b in batches if not access.may(request.user, Do.OPERATE, b.tenant_id)]
     if missing or refused:
+        audit.record(
+            action,
+            outcome=audit.Outcome.DENIED,
+            object_type="batch",
+            detail={
+                "selected": sorted(selected)[:100],
+                "not_found": missing,
+                "refused": [str(b.pk) for b in refused][:100],
+            },
+        )
         modeladmin.message_user(
             request,
             f"Nothing was {verb}: {missing + len(refused)} of the selected batches are not yours to "
@@ -258,6 +301,7 @@ def _run_action(
     for batch in batches:
         try:
             service(batch_id=batch.id, actor=actor, reason=f"{verb} from the admin")
+            modeladmin.log_action(request, batch, f"{verb} from the admin")
             done += 1
         except OrchestrationError as exc:
             modeladmin.message_user(request, f"{batch}: {exc.message}", messages.WARNING)
@@ -267,22 +311,24 @@ def _run_action(
 
 @admin.action(description="Cancel selected batches", permissions=["operate"])
 def cancel_batches(modeladmin: BatchAdmin, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
-    _run_action(modeladmin, request, queryset, batch_cancel, "cancelled")
+    _run_action(modeladmin, request, queryset, batch_cancel, "cancelled", "batch.cancel")
 
 
 @admin.action(description="Retry selected failed batches", permissions=["operate"])
 def retry_batches(modeladmin: BatchAdmin, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
-    _run_action(modeladmin, request, queryset, batch_retry, "retried")
+    _run_action(modeladmin, request, queryset, batch_retry, "retried", "batch.retry")
 
 
 @admin.action(description="Retry the failed items of selected batches", permissions=["operate"])
 def retry_failed_items(modeladmin: BatchAdmin, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
-    _run_action(modeladmin, request, queryset, batch_retry_items, "retrying failed items of")
+    _run_action(
+        modeladmin, request, queryset, batch_retry_items, "retrying failed items of", "batch.retry_items"
+    )
 
 
 @admin.action(description="Roll back selected batches (run their compensations)", permissions=["operate"])
 def rollback_batches(modeladmin: BatchAdmin, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
-    _run_action(modeladmin, request, queryset, batch_rollback, "rolling back")
+    _run_action(modeladmin, request, queryset, batch_rollback, "rolling back", "batch.rollback")
 
 
 def _svg(svg: str) -> SafeString:
@@ -388,6 +434,8 @@ class BatchAdmin(ScopedAdmin):
         batch = self.get_object(request, object_id)
         if batch is not None:
             extra_context = {**(extra_context or {}), **self._sections(batch)}
+            # The page shows the batch's metadata and report (derived from its payloads).
+            reads.payload_read(batch, items=0, fields=["metadata", "report"])
         return super().change_view(request, object_id, form_url, extra_context)
 
     def _sections(self, batch: Batch) -> dict[str, Any]:
@@ -432,6 +480,19 @@ class ItemResultAdmin(ScopedAdmin):
 @admin.register(PhaseRun)
 class PhaseRunAdmin(ScopedAdmin):
     readonly_fields = _fields(PhaseRun)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        phase = self.get_object(request, object_id)
+        if phase is not None:  # the page shows the phase's output
+            reads.payload_read(phase.batch, items=0, fields=[f"phases.{phase.name}.output"])
+        return super().change_view(request, object_id, form_url, extra_context)
+
     list_display = [
         "name",
         "batch",

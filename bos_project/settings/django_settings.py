@@ -145,6 +145,7 @@ SPECTACULAR_SETTINGS = {
             "description": "Feature flags: a sticky percentage of batches, by tenant and pipeline.",
         },
         {"name": "errors", "description": "Error fingerprints and alerts of your tenants."},
+        {"name": "audit", "description": "The audit log: every operation, who, from where, how it ended."},
         {"name": "health", "description": "The service's dependencies: circuit breakers."},
     ],
 }

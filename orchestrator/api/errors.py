@@ -9,6 +9,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from orchestrator.api import audit_trail
 from orchestrator.errors import OrchestrationError
 
 # The code of an error response that no view wrote (Django's own 404, 500, …).
@@ -40,6 +41,13 @@ def _first_message(detail: Any) -> str:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = _response_for(exc, context)
+    if response is not None:
+        audit_trail.refusal(exc, context, response)
+    return response
+
+
+def _response_for(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, OrchestrationError):
         body: dict[str, Any] = {"code": exc.code, "message": exc.message}
         if exc.details:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from orchestrator.api.audit_views import AuditListView
 from orchestrator.api.config_views import (
     config_history_view,
     config_list_view,
@@ -18,6 +19,7 @@ router = DefaultRouter()
 router.register("batches", BatchViewSet, basename="batch")
 router.register("pipelines", PipelineViewSet, basename="pipeline")
 urlpatterns = [
+    path("audit/", AuditListView.as_view(), name="audit"),
     path("breakers/", breakers_view, name="breakers"),
     path("errors/", errors_view, name="errors"),
     path("alerts/", alerts_view, name="alerts"),

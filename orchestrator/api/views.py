@@ -39,6 +39,7 @@ from orchestrator.api.serializers import (
     PipelineVersionOutSerializer,
     TransitionOutSerializer,
 )
+from orchestrator.audit import reads
 from orchestrator.breakers import breaker_states
 from orchestrator.errors import InvalidRequest, NotFound, PermissionDenied
 from orchestrator.models import Batch, PhaseRun, Pipeline, PipelineVersion, Tenant
@@ -167,6 +168,12 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             tenants = tenants.filter(id__in=operates)
         return next(iter(tenants.values_list("slug", flat=True)[:1]), "your-tenant")
 
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        batch = self.get_object()
+        # The detail carries the batch's metadata and report (derived from its payloads).
+        reads.payload_read(batch, items=0, fields=["metadata", "report"])
+        return Response(self.get_serializer(batch).data)
+
     def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         # The filters choose batches for the list; a detail action names its batch by id.
         return super().filter_queryset(queryset) if self.action == "list" else queryset
@@ -247,6 +254,7 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         batch = self.get_object()
         page = self.paginate_queryset(batch.items.order_by("seq"))
         items = ItemOutSerializer(page, many=True, context={"batch_state": batch.state})
+        reads.payload_read(batch, items=len(page or []), fields=["payload", "last_error"])
         return self.get_paginated_response(items.data)
 
     def _operator_action(self, request: Request, service: Any) -> Response:

@@ -11,7 +11,7 @@ did not happen leaves no `ok` record. Denials and errors are recorded where no
 transaction of theirs is open (the API's error handler, the admin's login signal).
 """
 
-from orchestrator.audit.records import Outcome, record, record_many
+from orchestrator.audit.records import Entry, Outcome, record, record_many
 from orchestrator.audit.who import Who, acting_as, current_who
 
-__all__ = ["Outcome", "Who", "acting_as", "current_who", "record", "record_many"]
+__all__ = ["Entry", "Outcome", "Who", "acting_as", "current_who", "record", "record_many"]

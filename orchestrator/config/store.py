@@ -17,10 +17,12 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from orchestrator import audit
+from orchestrator.audit.operations import as_actor
 from orchestrator.config import flags, invalidation, schedules, scopes
 from orchestrator.config.registry import RUNTIME, ConfigInvalid, Scope, check_combinations, parse, validate
 from orchestrator.errors import InvalidRequest, NotFound
-from orchestrator.models import ConfigVersion
+from orchestrator.models import ConfigVersion, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +105,37 @@ def _write(
         values=values,
         rollback_of=rollback_of,
     )
+    audit.record(
+        _audit_action(changes, rollback_of),
+        object_type="config",
+        object_id=row.version,
+        tenant=_tenant_of(changes),
+        detail={"changes": changes, "reason": reason, "rollback_of": rollback_of},
+        who=as_actor(actor),
+    )
     transaction.on_commit(lambda: _publish_and_adopt(row.version, values))
     return row
+
+
+def _audit_action(changes: Mapping[str, Any], rollback_of: int | None) -> str:
+    """`config.rollback`, `flag.set`, `schedule.set` or `config.set` (settings, or a mix)."""
+    if rollback_of is not None:
+        return "config.rollback"
+    for prefix in ("flag", "schedule"):
+        if changes and all(key.startswith(f"{prefix}.") for key in changes):
+            return f"{prefix}.set"
+    return "config.set"
+
+
+def _tenant_of(changes: Mapping[str, Any]) -> int | None:
+    """The tenant whose own values alone changed (`tenant.<slug>.<key>`), else None."""
+    keys = list(changes)
+    if not keys or not all(key.startswith("tenant.") and key.count(".") >= 2 for key in keys):
+        return None
+    slugs = {key.split(".")[1] for key in keys}
+    if len(slugs) != 1:
+        return None
+    return Tenant.objects.filter(slug=next(iter(slugs))).values_list("id", flat=True).first()
 
 
 def _publish_and_adopt(version: int, values: dict[str, Any]) -> None:

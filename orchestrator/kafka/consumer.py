@@ -44,6 +44,7 @@ from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, Messa
 from kafka.structs import OffsetAndMetadata
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
+from orchestrator import audit
 from orchestrator.contracts import contracts
 from orchestrator.errors import Conflict, OrchestrationError
 from orchestrator.kafka.clients import BOOTSTRAP_TIMEOUT_MS, make_dlq_producer, next_backoff, with_backoff
@@ -218,6 +219,24 @@ def _handle_batch_command(service: Callable[..., Any], envelope: Envelope) -> st
             # A valid command that no longer applies (the batch already ended): no effect.
             return f"not applied: {exc.message}"
     return f"{envelope.event_type} applied to batch {batch_id}"
+
+
+def _audit_rejection(record: ConsumerRecord, code: str, message: str) -> None:
+    """A refused Kafka command in the audit log (`kafka.rejected`), by its record's place.
+
+    The DLQ holds the record itself; an audit log that cannot be written now (the
+    database is down) costs a log line, never the record."""
+    try:
+        audit.record(
+            "kafka.rejected",
+            outcome=audit.Outcome.ERROR,
+            object_type="kafka_record",
+            object_id=f"{record.topic}:{record.partition}:{record.offset}",
+            detail={"code": code, "message": message[:500]},
+            who=audit.Who(actor=audit.who.kafka(f"{record.topic}:{record.partition}:{record.offset}")),
+        )
+    except DatabaseError:
+        logger.warning("the audit record of a dead-lettered record could not be written", exc_info=True)
 
 
 COMMANDS: dict[str, Callable[[Envelope], str]] = {
@@ -612,6 +631,7 @@ class BatchRequestConsumer:
             raise DeadLetterFailed(
                 f"writing to {self.dlq_topic} failed: {type(exc).__name__}: {exc}"
             ) from exc
+        _audit_rejection(record, code, message)
         logger.warning(
             "dead-lettered %s[%d]@%d to %s: %s: %s",
             record.topic,

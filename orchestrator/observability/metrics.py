@@ -287,3 +287,24 @@ def record_db_usage(*, scope: str, name: str, queries: int, seconds: float, slow
     DB_SECONDS.labels(scope, name).observe(seconds)
     if slow:
         DB_SLOW.labels(scope, name).inc(slow)
+
+
+# --- security (docs/security.md): refusals and reads of payloads ---------------------------
+SECURITY_EVENTS = Counter(
+    "bos_security_events",
+    "Security-relevant refusals by kind (denied, cross_tenant, ...), each also in the audit log",
+    ["kind"],
+)
+PAYLOAD_ITEMS_READ = Counter(
+    "bos_payload_items_read", "Items whose payloads or results were read through the API, admin or a command"
+)
+
+
+@never_raises
+def security_event(kind: str) -> None:
+    SECURITY_EVENTS.labels(kind).inc()
+
+
+@never_raises
+def payload_items_read(count: int) -> None:
+    PAYLOAD_ITEMS_READ.inc(max(0, count))

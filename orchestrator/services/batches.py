@@ -12,9 +12,11 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from orchestrator import audit
+from orchestrator.audit.operations import as_actor, audited_batch_operation, mark_recorded
 from orchestrator.config import runtime
 from orchestrator.decide import PhaseEvent, phase_sources, phase_target
-from orchestrator.errors import Conflict, InvalidRequest
+from orchestrator.errors import Conflict, InvalidRequest, OrchestrationError
 from orchestrator.models import (
     Batch,
     BatchItem,
@@ -104,8 +106,48 @@ def batch_create(
     """Store a batch with its items and phases, accept it, and start it after commit.
 
     Idempotent: the same `event_id`, or the same (tenant, external_id), returns the
-    batch that exists and creates nothing.
+    batch that exists and creates nothing. Audited `batch.create` (a refusal too).
     """
+    who = as_actor(actor)
+    try:
+        with transaction.atomic():
+            result = _batch_create(request=request, actor=actor, event_id=event_id, parent_phase=parent_phase)
+            audit.record(
+                "batch.create",
+                object_type="batch",
+                object_id=result.batch.pk,
+                tenant=result.batch.tenant_id,
+                detail=create_detail(request, created=result.created),
+                who=who,
+            )
+        return result
+    except OrchestrationError as exc:
+        audit.record(
+            "batch.create",
+            outcome=audit.Outcome.ERROR,
+            object_type="batch",
+            object_id=request.external_id,
+            tenant=Tenant.objects.filter(slug=request.tenant).values_list("id", flat=True).first(),
+            detail={**create_detail(request, created=False), "code": exc.code, "message": exc.message},
+            who=who,
+        )
+        mark_recorded(exc)
+        raise
+
+
+def create_detail(request: BatchRequest, *, created: bool) -> dict[str, Any]:
+    """What the audit log keeps of a batch request (never its payloads or metadata)."""
+    return {
+        "external_id": request.external_id,
+        "pipeline": request.pipeline,
+        "items": len(request.items),
+        "created": created,
+    }
+
+
+def _batch_create(
+    *, request: BatchRequest, actor: str, event_id: str | None, parent_phase: PhaseRun | None
+) -> BatchCreateResult:
     _check_request(request)
     version = resolve_pipeline_version(request.pipeline, request.pipeline_version, request.external_id)
     plan = pipeline_plan(version)
@@ -233,6 +275,7 @@ def batch_start(*, batch_id: Any, inline: bool = False) -> None:
         emit(events)
 
 
+@audited_batch_operation("batch.cancel")
 def batch_cancel(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
     """Cancel a batch that has not ended; its pending and running phases are cancelled."""
     now = timezone.now()
@@ -263,6 +306,7 @@ def batch_cancel(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
     return batch
 
 
+@audited_batch_operation("batch.retry")
 def batch_retry(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
     """Resume a failed batch: its failed phases run again, finished work is kept."""
     now = timezone.now()
@@ -294,6 +338,7 @@ def batch_retry(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
     return batch
 
 
+@audited_batch_operation("batch.retry_items")
 def batch_retry_items(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
     """Run the failed items of a batch that completed with errors again.
 

@@ -25,6 +25,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from orchestrator import audit
+from orchestrator.audit.operations import as_actor
 from orchestrator.errors import InvalidRequest, OrchestrationError
 from orchestrator.models import Batch, PhaseRun, ProcessedEvent, StateTransition, Tenant
 from orchestrator.pipelines import PipelineDefinitionError
@@ -136,7 +138,7 @@ def _store(
 
     # The batches are inserted already accepted, like batch_create's (one statement); a
     # (tenant, external id) that exists makes its row a no-op (ON CONFLICT DO NOTHING).
-    audit = {batch.id: accepted_audit(batch, actor=intake.actor, at=now) for _, intake, batch in fresh}
+    history = {batch.id: accepted_audit(batch, actor=intake.actor, at=now) for _, intake, batch in fresh}
     Batch.objects.bulk_create([batch for _, _, batch in fresh], ignore_conflicts=True)
     inserted = set(Batch.objects.filter(id__in=[b.id for _, _, b in fresh]).values_list("id", flat=True))
     for i, intake, batch in fresh:
@@ -153,10 +155,21 @@ def _store(
         PhaseRun.objects.bulk_create(
             [run for _, _, b in created for run in phase_runs_for(b, pipeline_plan(b.pipeline_version))]
         )
-        StateTransition.objects.bulk_create([row for _, _, b in created for row in audit[b.id]])
+        StateTransition.objects.bulk_create([row for _, _, b in created for row in history[b.id]])
         emit([outbox_event(batch=b, event_type="batch.accepted", at=now) for _, _, b in created])
         for i, _, batch in created:
             results[i] = BatchCreateResult(batch, True)
+        audit.record_many(
+            audit.Entry(
+                "batch.create",
+                object_type="batch",
+                object_id=str(batch.id),
+                tenant=batch.tenant_id,
+                detail=batch_services.create_detail(intake.request, created=True),
+                who=as_actor(intake.actor),
+            )
+            for _, intake, batch in created
+        )
         transaction.on_commit(lambda: _start_all([b for _, _, b in created]))
     for i, earlier in repeats:
         first = results[earlier]

@@ -17,6 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from orchestrator.audit.operations import audited_batch_operation
 from orchestrator.config import runtime
 from orchestrator.errors import Conflict
 from orchestrator.models import Batch, OutboxEvent, PhaseRun, StateTransition
@@ -74,6 +75,7 @@ def enqueue_compensation(batch: Batch, countdown: float = 0) -> None:
     enqueue_orchestration(COMPENSATE_TASK, (str(batch.id),), batch, countdown=countdown)
 
 
+@audited_batch_operation("batch.rollback")
 def batch_rollback(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
     """Operator action: roll back an ended batch (or start a failed rollback again)."""
     now = timezone.now()

@@ -61,7 +61,7 @@ def _operations() -> list[tuple[str, str, dict[str, object]]]:
 
 
 def test_every_operation_has_a_resource_tag_a_summary_and_a_description() -> None:
-    resources = {"batches", "pipelines", "config", "flags", "errors", "health"}
+    resources = {"batches", "pipelines", "config", "flags", "errors", "health", "audit"}
     for method, path, op in _operations():
         assert op.get("tags") and set(op["tags"]) <= resources, (method, path, op.get("tags"))
         assert op.get("summary") and op.get("description"), (method, path)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import IO, Any, cast
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from orchestrator.management.audited import AuditedCommand
 from orchestrator.services.consistency import check_batches
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = (
         "Check every batch: counts match items, phase progress matches chunk records, transitions "
         "form a valid path, every transition has its event, no running phase without live work. "
@@ -23,6 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--repair", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.require_platform()
         console = Console(file=cast(IO[str], self.stdout._out))  # the stream behind Django's wrapper
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("checking batches", total=None)

@@ -18,19 +18,20 @@ Values are JSON (`250`, `0.5`, `true`); a bare word is a string. The actor is
 
 from __future__ import annotations
 
-import getpass
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from orchestrator.access import Do
 from orchestrator.config import store
 from orchestrator.config.registry import from_text
 from orchestrator.errors import OrchestrationError
-from orchestrator.models import ConfigVersion
+from orchestrator.management.audited import AuditedCommand
+from orchestrator.models import ConfigVersion, Tenant
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Read, change, list and roll back the runtime configuration."
 
     def add_arguments(self, parser: Any) -> None:
@@ -67,8 +68,19 @@ class Command(BaseCommand):
         schedule.add_argument("--reason", required=True)
         schedule.add_argument("--actor", default="")
 
+    def _require_role(self, options: dict[str, Any]) -> None:
+        """Reading is anybody's; a tenant's own value needs its admin role; the rest a superuser."""
+        if options["action"] in ("get", "list", "history", "flags", "schedules"):
+            return
+        if options["action"] == "set" and options.get("tenant"):
+            tenant_id = Tenant.objects.filter(slug=options["tenant"]).values_list("id", flat=True).first()
+            self.require(Do.ADMINISTER, tenant_id)
+            return
+        self.require_platform()
+
     def handle(self, *args: Any, **options: Any) -> None:
-        actor = options.get("actor") or f"system:{getpass.getuser()}"
+        actor = options.get("actor") or self.actor
+        self._require_role(options)
         try:
             if options["action"] == "get":
                 self._get(options["key"])

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import IO, Any, cast
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from orchestrator.management.audited import AuditedCommand
 from orchestrator.services.state_migration import (
     MIGRATION,
     MigrationPlan,
@@ -35,7 +36,7 @@ def _progress(console: Console) -> Progress:
     )
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = (
         "Move batches (or phases) from old states to new ones after the state machine changed. "
         "Dry run unless --execute. Batches get a transition with actor 'migration'; phases keep "
@@ -64,6 +65,7 @@ class Command(BaseCommand):
         parser.add_argument("--page", type=int, default=500, help="rows per transaction (default 500)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.require_platform()
         stream = cast(IO[str], self.stdout._out)  # the stream behind Django's wrapper
         # Piped or captured: wide enough that ids and flags are never cut.
         console = Console(file=stream, width=None if stream.isatty() else 160, highlight=False)

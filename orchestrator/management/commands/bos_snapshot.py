@@ -11,13 +11,15 @@ import uuid
 from datetime import datetime
 from typing import IO, Any, cast
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db.models import Count, Max
 from django.utils import timezone
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.access import Do
 from orchestrator.errors import OrchestrationError
+from orchestrator.management.audited import AuditedCommand
 from orchestrator.models import Batch, BatchSnapshot
 from orchestrator.services.rewind import RewindPlan, batch_rewind, rewind_plan
 from orchestrator.services.snapshots import (
@@ -80,7 +82,7 @@ def _rewind_summary(plan: RewindPlan, *, done: bool) -> str:
     )
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = (
         "Snapshot every batch that has not ended, then list them with the age of their latest "
         "snapshot and whether they are stalled (no change over their last snapshots). "
@@ -140,9 +142,12 @@ class Command(BaseCommand):
             self._overview(console, stalled, only_stalled=options["stalled"], limit=options["limit"])
 
     def _rewind(self, console: Console, options: dict[str, Any]) -> None:
-        actor = f"user:{options['user']}" if options["user"] else "system:bos_snapshot"
+        actor = f"user:{options['user']}" if options["user"] else self.actor
         try:
             batch_id = uuid.UUID(options["batch"])
+            self.require(
+                Do.OPERATE, Batch.objects.filter(id=batch_id).values_list("tenant_id", flat=True).first()
+            )
             if options["execute"]:
                 plan = batch_rewind(
                     batch_id=batch_id, snapshot_id=options["snapshot"], actor=actor, reason=options["reason"]

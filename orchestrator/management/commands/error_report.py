@@ -7,13 +7,14 @@ import json
 from datetime import UTC, datetime
 from typing import IO, Any, cast
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from rich.console import Console
 from rich.table import Table
 
 from orchestrator.analytics import analyze_errors, recent_alerts, sparkline, top_errors
+from orchestrator.management.audited import AuditedCommand
 from orchestrator.models import Tenant
 
 REPORT_WIDTH = 160
@@ -31,7 +32,7 @@ def _when(at: datetime | None) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if at else ""
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = (
         "Analyze new failures (unless --no-analyze), then show the top error fingerprints "
         "with their 24-hour trend and the recent alerts."
@@ -49,6 +50,9 @@ class Command(BaseCommand):
 
     def _tenant_ids(self, slugs: list[str]) -> list[int]:
         tenants = Tenant.objects.all() if not slugs else Tenant.objects.filter(slug__in=slugs)
+        readable = self.readable_tenants()
+        if readable is not None:  # acting as a user: their tenants only, as in the API
+            tenants = tenants.filter(id__in=readable)
         found = dict(tenants.values_list("slug", "id"))
         missing = sorted(set(slugs) - set(found))
         if missing:

@@ -10,13 +10,15 @@ import uuid
 from typing import IO, Any, cast
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError
 from django.utils import timezone
 from kafka.errors import KafkaError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from orchestrator.access import Do
 from orchestrator.kafka.clients import make_producer
 from orchestrator.kafka.replay import (
     Plan,
@@ -26,9 +28,11 @@ from orchestrator.kafka.replay import (
     prepare_replay_topics,
     replay,
 )
+from orchestrator.management.audited import AuditedCommand
+from orchestrator.models import Batch, Tenant
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = (
         "Publish stored outbox events again, marked with the header bos-replay: true (same key, "
         "same envelope and event_id). Select one batch (--batch) or the events stored in "
@@ -67,12 +71,27 @@ class Command(BaseCommand):
             "--show", type=int, default=50, metavar="N", help="events listed (default 50; 0: all)"
         )
 
+    def _require_role(self, options: dict[str, Any]) -> None:
+        """Replaying a tenant's events needs its operator role; every tenant's, a superuser."""
+        if options["tenant"]:
+            tenant_id = Tenant.objects.filter(slug=options["tenant"]).values_list("id", flat=True).first()
+            self.require(Do.OPERATE, tenant_id)
+        elif options["batch"]:
+            try:
+                found = Batch.objects.filter(id=options["batch"]).values_list("tenant_id", flat=True).first()
+            except (ValueError, ValidationError):  # not an id: make_selection says so
+                found = None
+            self.require(Do.OPERATE, found)
+        else:
+            self.require_platform()
+
     def handle(self, *args: Any, **options: Any) -> None:
         stream = cast(IO[str], self.stdout._out)  # the stream behind Django's wrapper
         # Piped or captured: wide enough that ids and topics are never cut.
         console = Console(file=stream, width=None if stream.isatty() else 200, highlight=False)
         if options["show"] < 0:
             raise CommandError("--show must be 0 (all) or more")
+        self._require_role(options)
         try:
             selection = make_selection(
                 batch=options["batch"],

@@ -13,12 +13,13 @@ import shutil
 from datetime import date, datetime
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from rich.console import Console
 from rich.table import Table
 
 from orchestrator.errors import OrchestrationError
+from orchestrator.management.audited import AuditedCommand
 from orchestrator.profiling import (
     PipelineProfile,
     VersionStats,
@@ -97,7 +98,7 @@ def version_table(versions: list[VersionStats]) -> Table:
     return table
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Profile a pipeline version: per-phase timings, critical path, bottleneck, versions."
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
@@ -118,6 +119,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.require_platform()
         since = parse_since(options["since"]) if options["since"] else None
         try:
             profile = profile_pipeline(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from orchestrator.errors import OrchestrationError
+from orchestrator.management.audited import AuditedCommand
 from orchestrator.services.pipelines import pipeline_set_split
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Split new batches of a pipeline between versions by weight (sticky by external id)."
 
     def add_arguments(self, parser: Any) -> None:
@@ -21,6 +22,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.require_platform()
         if options["clear"] == bool(options["parts"]):
             raise CommandError("give VERSION:WEIGHT parts, or --clear")
         split = []
