@@ -11,7 +11,7 @@ from django.db.models import F, QuerySet
 from orchestrator.errors import InvalidRequest
 from orchestrator.graphs import PhaseView, pipeline_mermaid, pipeline_svg
 from orchestrator.handlers import handler_modes
-from orchestrator.models import Batch, ItemResult, Membership, PhaseRun, Pipeline, PipelineVersion
+from orchestrator.models import Batch, ItemResult, Membership, PhaseRun, Pipeline, PipelineVersion, Tenant
 from orchestrator.pipelines import PipelinePlan, choose_version, parse_definition
 
 ROLE_RANK = {Membership.Role.VIEWER: 0, Membership.Role.OPERATOR: 1, Membership.Role.ADMIN: 2}
@@ -138,3 +138,8 @@ def version_graph(version: PipelineVersion, *, as_mermaid: bool = False) -> str:
     """A pipeline version's definition, drawn."""
     render = pipeline_mermaid if as_mermaid else pipeline_svg
     return render(pipeline_plan(version), None, title=str(version))
+
+
+def tenant_id_of(slug: str) -> int | None:
+    """The id of the tenant named `slug`, or None when there is none."""
+    return Tenant.objects.filter(slug=slug).values_list("id", flat=True).first()

@@ -23,6 +23,7 @@ from orchestrator.config import flags, invalidation, schedules, scopes
 from orchestrator.config.registry import RUNTIME, ConfigInvalid, Scope, check_combinations, parse, validate
 from orchestrator.errors import InvalidRequest, NotFound
 from orchestrator.models import ConfigVersion, Tenant
+from orchestrator.selectors import tenant_id_of
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def _tenant_of(changes: Mapping[str, Any]) -> int | None:
     slugs = {key.split(".")[1] for key in keys}
     if len(slugs) != 1:
         return None
-    return Tenant.objects.filter(slug=next(iter(slugs))).values_list("id", flat=True).first()
+    return tenant_id_of(next(iter(slugs)))
 
 
 def _publish_and_adopt(version: int, values: dict[str, Any]) -> None:
@@ -200,7 +201,6 @@ def _tenant_values(values: Mapping[str, Any], tenant: str) -> dict[str, Any]:
 
 
 def _check_tenant(tenant: str, changes: Mapping[str, Any]) -> None:
-    from orchestrator.models import Tenant
 
     for key in changes:
         setting = RUNTIME.get(key)

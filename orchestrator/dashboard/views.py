@@ -20,9 +20,9 @@ from orchestrator.dashboard import panels
 from orchestrator.dashboard.probes import service_probes
 from orchestrator.dashboard.selectors import Viewer
 from orchestrator.dashboard.windows import WINDOWS, UnknownWindow, parse_window
-from orchestrator.models import Batch, Tenant
+from orchestrator.models import Batch
 from orchestrator.pipelines import PipelineDefinitionError
-from orchestrator.selectors import batch_graph
+from orchestrator.selectors import batch_graph, tenant_id_of
 
 LOGIN_URL = reverse_lazy("admin:login")
 # Scripts, styles and images from this site only: no inline script (data comes in
@@ -52,7 +52,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     tenant_id = None
     if slug := request.GET.get("tenant"):
         # Another tenant's slug answers as one that does not exist: nothing is revealed.
-        tenant_id = Tenant.objects.filter(slug=slug).values_list("id", flat=True).first()
+        tenant_id = tenant_id_of(slug)
         if tenant_id is None or not access.may(request.user, Do.READ, tenant_id):
             return _refused(request, f"you have no tenant {slug[:63]!r}", status=404)
     # The service's own state is no tenant's (orchestrator.access): superusers see it.

@@ -30,7 +30,7 @@ from orchestrator.models import (
 )
 from orchestrator.observability import tracing
 from orchestrator.pipelines import PipelinePlan, chunk_bounds
-from orchestrator.selectors import pipeline_plan, resolve_pipeline_version
+from orchestrator.selectors import pipeline_plan, resolve_pipeline_version, tenant_id_of
 from orchestrator.services.bulk import copy_items
 from orchestrator.services.events import ORCHESTRATOR, emit, outbox_event, transition
 from orchestrator.services.progress import advance, lock_batch, notify_parent, save_batch
@@ -127,7 +127,7 @@ def batch_create(
             outcome=audit.Outcome.ERROR,
             object_type="batch",
             object_id=request.external_id,
-            tenant=Tenant.objects.filter(slug=request.tenant).values_list("id", flat=True).first(),
+            tenant=tenant_id_of(request.tenant),
             detail={**create_detail(request, created=False), "code": exc.code, "message": exc.message},
             who=who,
         )

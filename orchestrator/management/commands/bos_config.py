@@ -28,7 +28,8 @@ from orchestrator.config import store
 from orchestrator.config.registry import from_text
 from orchestrator.errors import OrchestrationError
 from orchestrator.management.audited import AuditedCommand
-from orchestrator.models import ConfigVersion, Tenant
+from orchestrator.models import ConfigVersion
+from orchestrator.selectors import tenant_id_of
 
 
 class Command(AuditedCommand):
@@ -73,7 +74,7 @@ class Command(AuditedCommand):
         if options["action"] in ("get", "list", "history", "flags", "schedules"):
             return
         if options["action"] == "set" and options.get("tenant"):
-            tenant_id = Tenant.objects.filter(slug=options["tenant"]).values_list("id", flat=True).first()
+            tenant_id = tenant_id_of(options["tenant"])
             self.require(Do.ADMINISTER, tenant_id)
             return
         self.require_platform()

@@ -29,7 +29,8 @@ from orchestrator.kafka.replay import (
     replay,
 )
 from orchestrator.management.audited import AuditedCommand
-from orchestrator.models import Batch, Tenant
+from orchestrator.models import Batch
+from orchestrator.selectors import tenant_id_of
 
 
 class Command(AuditedCommand):
@@ -74,7 +75,7 @@ class Command(AuditedCommand):
     def _require_role(self, options: dict[str, Any]) -> None:
         """Replaying a tenant's events needs its operator role; every tenant's, a superuser."""
         if options["tenant"]:
-            tenant_id = Tenant.objects.filter(slug=options["tenant"]).values_list("id", flat=True).first()
+            tenant_id = tenant_id_of(options["tenant"])
             self.require(Do.OPERATE, tenant_id)
         elif options["batch"]:
             try:
