@@ -168,6 +168,25 @@ class ScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             self._audit_edit(obj, "delete")
         return super().log_deletions(request, queryset)
 
+    def payloads_shown(self, obj: Any) -> tuple[Batch, list[str]] | None:
+        """The batch whose payload-derived fields an object's page shows, and those fields
+        (None: the page shows none). Every such page view is a `payload_read`."""
+        return None
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        shown = self.payloads_shown(obj) if obj is not None else None
+        if shown is not None:
+            reads.payload_read(shown[0], items=0, fields=shown[1])
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     def log_action(self, request: HttpRequest, obj: Any, message: str) -> None:
         """The admin's "Recent actions" entry of a batch action (its audit record is the service's)."""
         admin.ModelAdmin.log_change(self, request, obj, message)
@@ -265,7 +284,6 @@ def _run_action(
     queryset: QuerySet[Batch],
     service: BatchService,
     verb: str,
-    action: str,
 ) -> None:
     """Run `service` on every selected batch, if the user may operate on each of them.
 
@@ -280,7 +298,7 @@ def _run_action(
     refused = [b for b in batches if not access.may(request.user, Do.OPERATE, b.tenant_id)]
     if missing or refused:
         audit.record(
-            action,
+            getattr(service, "audit_action", service.__name__),
             outcome=audit.Outcome.DENIED,
             object_type="batch",
             detail={
@@ -311,24 +329,22 @@ def _run_action(
 
 @admin.action(description="Cancel selected batches", permissions=["operate"])
 def cancel_batches(modeladmin: BatchAdmin, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
-    _run_action(modeladmin, request, queryset, batch_cancel, "cancelled", "batch.cancel")
+    _run_action(modeladmin, request, queryset, batch_cancel, "cancelled")
 
 
 @admin.action(description="Retry selected failed batches", permissions=["operate"])
 def retry_batches(modeladmin: BatchAdmin, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
-    _run_action(modeladmin, request, queryset, batch_retry, "retried", "batch.retry")
+    _run_action(modeladmin, request, queryset, batch_retry, "retried")
 
 
 @admin.action(description="Retry the failed items of selected batches", permissions=["operate"])
 def retry_failed_items(modeladmin: BatchAdmin, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
-    _run_action(
-        modeladmin, request, queryset, batch_retry_items, "retrying failed items of", "batch.retry_items"
-    )
+    _run_action(modeladmin, request, queryset, batch_retry_items, "retrying failed items of")
 
 
 @admin.action(description="Roll back selected batches (run their compensations)", permissions=["operate"])
 def rollback_batches(modeladmin: BatchAdmin, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
-    _run_action(modeladmin, request, queryset, batch_rollback, "rolling back", "batch.rollback")
+    _run_action(modeladmin, request, queryset, batch_rollback, "rolling back")
 
 
 def _svg(svg: str) -> SafeString:
@@ -424,6 +440,9 @@ class BatchAdmin(ScopedAdmin):
     def active_phases(self, batch: Batch) -> str:
         return getattr(batch, "running_phases", None) or ""
 
+    def payloads_shown(self, obj: Batch) -> tuple[Batch, list[str]] | None:
+        return obj, ["metadata", "report"]
+
     def change_view(
         self,
         request: HttpRequest,
@@ -434,8 +453,6 @@ class BatchAdmin(ScopedAdmin):
         batch = self.get_object(request, object_id)
         if batch is not None:
             extra_context = {**(extra_context or {}), **self._sections(batch)}
-            # The page shows the batch's metadata and report (derived from its payloads).
-            reads.payload_read(batch, items=0, fields=["metadata", "report"])
         return super().change_view(request, object_id, form_url, extra_context)
 
     def _sections(self, batch: Batch) -> dict[str, Any]:
@@ -481,17 +498,8 @@ class ItemResultAdmin(ScopedAdmin):
 class PhaseRunAdmin(ScopedAdmin):
     readonly_fields = _fields(PhaseRun)
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        phase = self.get_object(request, object_id)
-        if phase is not None:  # the page shows the phase's output
-            reads.payload_read(phase.batch, items=0, fields=[f"phases.{phase.name}.output"])
-        return super().change_view(request, object_id, form_url, extra_context)
+    def payloads_shown(self, obj: PhaseRun) -> tuple[Batch, list[str]] | None:
+        return obj.batch, [f"phases.{obj.name}.output"]
 
     list_display = [
         "name",

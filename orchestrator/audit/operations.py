@@ -5,6 +5,8 @@ the admin, a Kafka command, a management command).
 `reason`: the operation and its `ok` record commit together; a refusal (409, 404) rolls
 the operation back and is recorded `error` after it, with the code. The actor is the one
 the service is given; the address and correlation id come from the acting context.
+The wrapped service carries its action as `audit_action` (the admin records a refusal
+under it).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def audited_batch_operation(action: str) -> Callable[[Callable[P, B]], Callable[
                 mark_recorded(exc)
                 raise
 
+        run.audit_action = action  # type: ignore[attr-defined]
         return run
 
     return wrap

@@ -279,3 +279,18 @@ def test_the_audit_api_shows_tenant_admins_their_tenants_records_and_filters_the
     root = UserFactory(username="root", is_superuser=True)
     everything = api_as(root).get("/api/v1/audit/?page_size=500").json()["results"]
     assert {r["tenant"] for r in everything} >= {"acme", "globex", None}
+
+
+def test_admin_pages_that_show_payload_derived_fields_are_recorded_as_payload_reads() -> None:
+    ann = member("viewer", username="ann")
+    batch = a_batch()
+    phase = batch.phases.order_by("position").first()
+    assert phase is not None
+    browser = _admin_login(ann)
+    assert browser.get(f"/admin/orchestrator/batch/{batch.id}/change/").status_code == 200
+    assert browser.get(f"/admin/orchestrator/phaserun/{phase.id}/change/").status_code == 200
+    reads = list(AuditRecord.objects.filter(action="payload_read").order_by("id"))
+    assert [(r.actor, r.object_id, r.detail["fields"]) for r in reads] == [
+        ("user:ann", str(batch.id), ["metadata", "report"]),
+        ("user:ann", str(batch.id), [f"phases.{phase.name}.output"]),
+    ]
