@@ -195,10 +195,6 @@ BOS_INSIGHTS_INTERVAL_SECONDS = env.float("BOS_INSIGHTS_INTERVAL_SECONDS", defau
 BOS_ANOMALY_WINDOW_RUNS = env.int("BOS_ANOMALY_WINDOW_RUNS", default=30)
 BOS_ANOMALY_MADS = env.float("BOS_ANOMALY_MADS", default=4.0)
 BOS_BREAKER_FORECAST_SECONDS = env.float("BOS_BREAKER_FORECAST_SECONDS", default=60.0)
-# --- security (docs/security.md) ---
-# How long audit records are kept (runtime audit_retention_days); beat purges older ones.
-BOS_AUDIT_RETENTION_DAYS = positive_int("BOS_AUDIT_RETENTION_DAYS", 365)
-
 # --- Runtime settings: their variables are their defaults, held to the same rules ---
 from orchestrator.config.registry import RUNTIME as _RUNTIME  # noqa: E402
 from orchestrator.config.registry import check_runtime_defaults as _check_runtime_defaults  # noqa: E402

@@ -679,17 +679,6 @@ SETTINGS: tuple[Setting, ...] = (
         _SECURITY,
         example="10.0.0.0/8,127.0.0.1",
     ),
-    S(
-        "BOS_AUDIT_RETENTION_DAYS",
-        "int",
-        365,
-        "How long audit records are kept; older ones are purged daily by beat.",
-        _SECURITY,
-        kind=R,
-        key="audit_retention_days",
-        min=1,
-        max=36500,
-    ),
     # --- traces: OpenTelemetry's own variables, read by its SDK (BOS checks them at start-up) ---
     S(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
