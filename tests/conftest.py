@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import connection
 
 from bos_project.settings.environment import BASE_DIR, BOS_HOME
+from orchestrator.config import invalidation, reload, store
 from orchestrator.kafka.clients import ensure_topics
 from orchestrator.kafka.consumer import BatchRequestConsumer
 from orchestrator.kafka.publisher import OutboxPublisher
@@ -108,6 +109,24 @@ def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[
     yield worker
     worker.stop()
     log.close()
+
+
+@pytest.fixture(autouse=True)
+def runtime_config_starts_fresh(request: pytest.FixtureRequest) -> None:
+    """Each test that uses the database starts at the default runtime configuration.
+
+    A change made by an earlier test stays in Redis and in every process's cache even
+    when its database rows were rolled back or flushed; a batch created next would take
+    that test's `chunk_size`. So: drop the published version, tell the worker (it reads
+    the database again, now the fresh one) and forget this process's values.
+    """
+    uses_db = bool(DB_FIXTURES & set(request.fixturenames)) or request.node.get_closest_marker("django_db")
+    if not uses_db:
+        return
+    redis_client = store.client()
+    redis_client.delete(store.REDIS_KEY)
+    invalidation.announce(-1, redis_client)
+    reload.reset()
 
 
 @pytest.fixture(autouse=True)

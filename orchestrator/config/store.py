@@ -41,6 +41,14 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
+# Replace exactly the document that was read (a newer publish in between wins).
+_REPLACE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
 
 
 class InvalidConfig(InvalidRequest):
@@ -82,9 +90,36 @@ def stored() -> tuple[int, dict[str, Any]]:
 
 
 def publish(version: int, values: Mapping[str, Any]) -> bool:
-    """Make `version` the one processes see, unless Redis already holds a newer one."""
+    """Make `version` the one processes see, unless Redis already holds a newer one.
+
+    Newer by number, and one this database has: after a restore from a backup the
+    versions are numbered again from the backup's last, and the number Redis holds from
+    before would otherwise refuse every change until the new numbers caught up.
+    """
     doc = json.dumps({"version": version, "values": dict(values)}, sort_keys=True)
-    return bool(client().eval(_PUBLISH, 1, REDIS_KEY, version, doc))
+    redis_client = client()
+    if redis_client.eval(_PUBLISH, 1, REDIS_KEY, version, doc):
+        return True
+    held = redis_client.get(REDIS_KEY)
+    if held is None or not _foreign(held):
+        return False
+    log.warning(
+        "runtime configuration: Redis held a version this database does not have "
+        "(restored from a backup?); version %s replaces it",
+        version,
+    )
+    return bool(redis_client.eval(_REPLACE, 1, REDIS_KEY, held, doc))
+
+
+def _foreign(raw: bytes) -> bool:
+    """Whether a published document is not a version of this database's history."""
+    try:
+        doc = json.loads(raw)
+        number = int(doc["version"])
+    except (ValueError, KeyError, TypeError):
+        return True
+    values = ConfigVersion.objects.filter(version=number).values_list("values", flat=True).first()
+    return values is None or dict(values) != doc.get("values")
 
 
 def _write(

@@ -6,7 +6,6 @@ tenant, and rolled back like any setting."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from orchestrator.config import flag_enabled, reload, store
+from orchestrator.config import flag_enabled
 from orchestrator.config.flags import bucket
 from orchestrator.models import Batch, ConfigVersion
 from orchestrator.services.batches import batch_create
@@ -36,15 +35,6 @@ FLAGGED = [
         "when": 'flag("trial")',
     },
 ]
-
-
-@pytest.fixture(autouse=True)
-def fresh_config() -> Iterator[None]:
-    store.client().delete(store.REDIS_KEY)
-    reload.reset()
-    yield
-    store.client().delete(store.REDIS_KEY)
-    reload.reset()
 
 
 def superuser_api() -> APIClient:

@@ -4,7 +4,6 @@ tenants, kept consistent with the global values, and rolled back like any change
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from orchestrator.config import reload, runtime, store
+from orchestrator.config import runtime, store
 from orchestrator.config.store import InvalidConfig
 from orchestrator.errors import InvalidRequest
 from orchestrator.models import Batch, Tenant
@@ -23,14 +22,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("transactional_db
 
 
 @pytest.fixture(autouse=True)
-def fresh_config() -> Iterator[None]:
-    store.client().delete(store.REDIS_KEY)
-    reload.reset()
+def tenants() -> None:
     TenantFactory(slug="acme")
     TenantFactory(slug="globex")
-    yield
-    store.client().delete(store.REDIS_KEY)
-    reload.reset()
 
 
 def items(n: int) -> list[dict[str, Any]]:
