@@ -287,3 +287,36 @@ def record_db_usage(*, scope: str, name: str, queries: int, seconds: float, slow
     DB_SECONDS.labels(scope, name).observe(seconds)
     if slow:
         DB_SLOW.labels(scope, name).inc(slow)
+
+
+# --- Security monitoring: throttling, logins, token misuse (docs/security.md) ---
+API_THROTTLED = Counter(
+    "bos_api_throttled", "API requests refused by a rate limit (429), by limit", ["scope"]
+)
+LOGIN_FAILURES = Counter("bos_login_failures", "Failed logins to the admin (wrong password or locked out)")
+LOGIN_LOCKOUTS = Counter(
+    "bos_login_lockouts", "Admin login lockouts (too many failures of one username and address)"
+)
+TOKEN_NEW_ADDRESS = Counter(
+    "bos_token_new_address", "API tokens used from an address they had not been used from before"
+)
+
+
+@never_raises
+def record_throttled(scope: str) -> None:
+    API_THROTTLED.labels(scope).inc()
+
+
+@never_raises
+def record_login_failure() -> None:
+    LOGIN_FAILURES.inc()
+
+
+@never_raises
+def record_login_lockout() -> None:
+    LOGIN_LOCKOUTS.inc()
+
+
+@never_raises
+def record_token_new_address() -> None:
+    TOKEN_NEW_ADDRESS.inc()
