@@ -13,6 +13,8 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework import exceptions
 from rest_framework.request import Request
@@ -39,3 +41,13 @@ class TokenAuthentication(KnoxTokenAuthentication):
             except Exception:  # noqa: BLE001 - monitoring never refuses a valid token
                 logger.warning("token address not checked", exc_info=True)
         return result  # type: ignore[no-any-return]
+
+
+class TokenScheme(OpenApiAuthenticationExtension):
+    """The OpenAPI schema's `tokenAuth`: the same scheme as before the tokens were hashed."""
+
+    target_class = "orchestrator.api.authentication.TokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return build_bearer_security_scheme_object(header_name="Authorization", token_prefix="Token")  # type: ignore[no-any-return]
