@@ -16,6 +16,7 @@ from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
+from knox.settings import knox_settings
 from rest_framework import exceptions
 from rest_framework.request import Request
 
@@ -25,7 +26,7 @@ from orchestrator.security import tokens
 logger = logging.getLogger(__name__)
 
 
-class TokenAuthentication(KnoxTokenAuthentication):
+class TokenAuthentication(KnoxTokenAuthentication):  # type: ignore[misc]  # knox is untyped
     def authenticate_credentials(self, token: bytes) -> tuple[Any, Any]:
         try:
             token.decode("utf-8")
@@ -43,11 +44,12 @@ class TokenAuthentication(KnoxTokenAuthentication):
         return result  # type: ignore[no-any-return]
 
 
-class TokenScheme(OpenApiAuthenticationExtension):
+class TokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     """The OpenAPI schema's `tokenAuth`: the same scheme as before the tokens were hashed."""
 
     target_class = "orchestrator.api.authentication.TokenAuthentication"
     name = "tokenAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
-        return build_bearer_security_scheme_object(header_name="Authorization", token_prefix="Token")  # type: ignore[no-any-return]
+        prefix = knox_settings.AUTH_HEADER_PREFIX
+        return build_bearer_security_scheme_object(header_name="Authorization", token_prefix=prefix)

@@ -14,7 +14,7 @@ from typing import Any
 from axes.backends import AxesStandaloneBackend
 
 
-class LockoutBackend(AxesStandaloneBackend):
+class LockoutBackend(AxesStandaloneBackend):  # type: ignore[misc]  # axes is untyped
     def authenticate(
         self, request: Any, username: str | None = None, password: str | None = None, **kwargs: Any
     ) -> None:

@@ -66,7 +66,11 @@ def test_revoking_a_users_tokens_refuses_them_and_is_audited(capsys: pytest.Capt
     for key in (first, second):
         assert client(key).get("/api/v1/batches/").status_code == 401
     record = AuditRecord.objects.get(action="token.revoke")
-    assert (record.actor, record.object_id, record.detail["revoked"]) == ("system:revoke_api_tokens", "alice", 2)
+    assert (record.actor, record.object_id, record.detail["revoked"]) == (
+        "system:revoke_api_tokens",
+        "alice",
+        2,
+    )
 
 
 def test_create_api_user_audits_the_user_membership_and_token(capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,7 +43,9 @@ def counter(name: str) -> float:
 
 def test_the_default_lockout_is_five_failures_for_fifteen_minutes() -> None:
     assert (settings.BOS_LOGIN_FAILURE_LIMIT, settings.BOS_LOGIN_COOLOFF_MINUTES) == (5, 15)
-    assert settings.AXES_FAILURE_LIMIT == 5 and settings.AXES_LOCKOUT_PARAMETERS == [["username", "ip_address"]]
+    assert settings.AXES_FAILURE_LIMIT == 5 and settings.AXES_LOCKOUT_PARAMETERS == [
+        ["username", "ip_address"]
+    ]
 
 
 def test_a_failed_login_is_audited_with_the_address_and_never_the_password(staff: str) -> None:

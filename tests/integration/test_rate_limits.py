@@ -9,7 +9,6 @@ windows' clock is put at the start of a window so no test straddles two windows.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,15 +28,17 @@ WINDOW_START = 1_900_000_020.0  # a multiple of 60 (and of 1): every window star
 
 
 @pytest.fixture(autouse=True)
-def frozen_windows(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+def frozen_windows(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     now = [WINDOW_START + 1.0]
     monkeypatch.setattr(throttles, "clock", lambda: now[0])
-    yield now
+    return now
 
 
 def client_of(username: str, tenant: str = "acme", role: str = "operator", ip: str = "10.9.0.1") -> APIClient:
     client = APIClient(REMOTE_ADDR=ip)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {api_user_grant(username=username, tenant=tenant, role=role).key}")
+    client.credentials(
+        HTTP_AUTHORIZATION=f"Token {api_user_grant(username=username, tenant=tenant, role=role).key}"
+    )
     return client
 
 
@@ -113,12 +114,14 @@ def test_a_batch_of_another_tenant_never_spends_that_tenants_budget() -> None:
 def test_writes_have_a_stricter_limit_than_reads() -> None:
     alice = client_of("alice")
     with override_settings(BOS_API_RATE_WRITE="2/min"):
-        for n in range(2):
+        for _ in range(2):
             answer = alice.post("/api/v1/batches/", {"tenant": "acme"}, format="json")
             assert answer.status_code == 400, answer.content  # counted though refused as invalid
         assert_throttled(alice.post("/api/v1/batches/", {"tenant": "acme"}, format="json"))
         assert alice.get("/api/v1/batches/").status_code == 200  # reads go on
-    assert AuditRecord.objects.filter(action="api.throttled", object_id="write", actor="user:alice").count() == 1
+    assert (
+        AuditRecord.objects.filter(action="api.throttled", object_id="write", actor="user:alice").count() == 1
+    )
 
 
 def test_anonymous_callers_are_limited_by_their_address() -> None:
