@@ -18,6 +18,9 @@ class OrchestratorConfig(AppConfig):
         for module in settings.BOS_HANDLER_MODULES:
             import_module(module)
         import_module("orchestrator.checks")  # registers the system checks of BOS settings
+        # Security: deploy checks, and logins, failures and lockouts into the audit log.
+        import_module("orchestrator.security.checks")
+        import_module("orchestrator.security.logins").connect()
         _hide_beat_tables_from_the_admin()
 
 

@@ -46,3 +46,8 @@ os.environ.setdefault(
 os.environ.setdefault("BOS_DB_CONN_MAX_AGE", "0")
 
 from bos_project.settings import *  # noqa: E402, F403
+from bos_project.settings import CACHES  # noqa: E402
+
+# The run's own cache keys (rate-limit counters, de-duplication keys), shared with the
+# processes it starts, never with a `make run` on the same Redis.
+CACHES["default"]["KEY_PREFIX"] = f"bos-test-{_RUN}"

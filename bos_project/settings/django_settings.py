@@ -13,7 +13,14 @@ from bos_project.settings.environment import (
 
 BOS_ENV = bos_env()
 SECRET_KEY = secret_key(BOS_ENV)
-DEBUG = env.bool("BOS_DEBUG", default=BOS_ENV == "development")
+# Off unless asked for, in development too (docs/security.md#hardened-edges): Django's debug
+# pages show SQL, settings and the caller's tenants to whoever triggers an error, and
+# `make run` serves on an address others may reach. Tracebacks still go to the log.
+DEBUG = env.bool("BOS_DEBUG", default=False)
+if DEBUG and BOS_ENV == "production":
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("BOS_DEBUG must not be on when BOS_ENV=production")
 ALLOWED_HOSTS = env.list("BOS_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 BOS_HTTP_PORT = port("BOS_HTTP_PORT", 8000)
 BOS_FLOWER_PORT = port("BOS_FLOWER_PORT", 5555)
@@ -26,7 +33,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    # API tokens stored hashed, with expiry (orchestrator/security/tokens.py).
+    "knox",
+    # Admin login lockout (orchestrator/security/logins.py).
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -54,6 +64,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Content-Security-Policy on the admin and dashboard pages (orchestrator/security/headers.py).
+    "orchestrator.security.headers.ContentSecurityPolicyMiddleware",
+    # Last: refuses locked-out logins with its lockout page (django-axes).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "bos_project.urls"
@@ -108,7 +122,8 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # `Authorization: Token <key>` against hashed, expiring tokens (django-rest-knox).
+        "orchestrator.api.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -119,6 +134,12 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "orchestrator.api.schema.ResourceTaggedSchema",
     "EXCEPTION_HANDLER": "orchestrator.api.errors.exception_handler",
     "PAGE_SIZE": 50,
+    # Per user, per tenant, and writes (orchestrator/api/throttles.py; rates in security_settings).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "orchestrator.api.throttles.UserRateThrottle",
+        "orchestrator.api.throttles.TenantRateThrottle",
+        "orchestrator.api.throttles.WriteRateThrottle",
+    ],
 }
 
 SPECTACULAR_SETTINGS = {

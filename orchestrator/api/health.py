@@ -1,5 +1,12 @@
 """`/healthz` (the process is alive) and `/readyz` (database, Redis, broker, Kafka reachable,
-the request consumers ready)."""
+the request consumers ready).
+
+Both need no login: load balancers and orchestrators probe them. `/readyz` shows anonymous
+callers only whether each check passed (`{"ready", "checks": {name: {"ok"}}}`): its detail
+(error messages naming hosts and URLs, consumer members, downstream services, the runtime
+configuration's version) goes to staff users logged in to the admin and to callers holding
+the metrics token (`Authorization: Bearer <BOS_METRICS_TOKEN>`, when it is set).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from kombu import Connection
 
 from orchestrator.config.reload import status as config_status
 from orchestrator.kafka.health import consumer_snapshots
+from orchestrator.security import bearer
 from orchestrator.service_clients.health import services_detail
 
 
@@ -87,8 +95,21 @@ def readyz(request: HttpRequest) -> JsonResponse:
             results[name] = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
     results["consumers"] = _consumers()
     ready = all(r["ok"] for r in results.values())
+    status = 200 if ready else 503
+    if not may_see_detail(request):
+        return JsonResponse(
+            {"ready": ready, "checks": {k: {"ok": r["ok"]} for k, r in results.items()}}, status=status
+        )
     # Downstream services are shown, never judged: one in trouble slows the phases that
     # call it (retries, breaker), not BOS, so it must not take BOS out of rotation.
     services = services_detail()
     body = {"ready": ready, "checks": results, "services": services, "config": config_status()}
-    return JsonResponse(body, status=200 if ready else 503)
+    return JsonResponse(body, status=status)
+
+
+def may_see_detail(request: HttpRequest) -> bool:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_active and user.is_staff:
+        return True
+    token = settings.BOS_METRICS_TOKEN
+    return bool(token) and bearer.allowed(request.META.get("HTTP_AUTHORIZATION"), token)

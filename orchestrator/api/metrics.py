@@ -7,6 +7,9 @@ Two sources (docs/observability.md, "Metrics"):
   the work: from PostgreSQL (batches by state, phase durations over the last 24 h, the
   outbox backlog and its oldest event's age, SLA events counted from the outbox), Redis
   (breakers, service clients), the Celery broker (queue depth) and Kafka (consumer lag).
+
+With `BOS_METRICS_TOKEN` set, only `Authorization: Bearer <token>` reads them (a 401 JSON
+otherwise; orchestrator/security/bearer.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from orchestrator.breakers import breaker_states
 from orchestrator.models import Batch, OutboxEvent, PhaseRun
 from orchestrator.observability import metrics as process_metrics
 from orchestrator.observability import multiprocess
+from orchestrator.security import bearer
 from orchestrator.service_clients.metrics import ServiceClientCollector
 from orchestrator.services.reconcile import broker_queue_depth
 from orchestrator.states import BatchState
@@ -161,6 +165,10 @@ class QueueDepthCollector:
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
+    if not bearer.allowed(request.META.get("HTTP_AUTHORIZATION"), settings.BOS_METRICS_TOKEN):
+        response = HttpResponse(bearer.UNAUTHORIZED, status=401, content_type="application/json")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     registry = CollectorRegistry()
     path = multiprocess.active_path()
     if path is not None:

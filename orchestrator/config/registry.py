@@ -667,7 +667,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Django's `ALLOWED_HOSTS`.",
         _WEB,
     ),
-    S("BOS_DEBUG", "bool", None, "Django's `DEBUG`.", _WEB, default_text="on in development"),
+    S(
+        "BOS_DEBUG",
+        "bool",
+        False,
+        "Django's `DEBUG` (its debug pages show SQL and settings: only on a developer's own machine). "
+        "Refused when `BOS_ENV=production`; API paths answer JSON even with it on.",
+        _WEB,
+    ),
     S("BOS_LOG_LEVEL", "str", "INFO", "Root log level.", _WEB),
     # --- security (docs/security.md) ---
     S(
@@ -679,6 +686,70 @@ SETTINGS: tuple[Setting, ...] = (
         _SECURITY,
         example="10.0.0.0/8,127.0.0.1",
     ),
+    # --- security: rate limits, logins, API tokens, hardened edges (docs/security.md) ---
+    S(
+        "BOS_API_RATE_USER",
+        "str",
+        "1200/min",
+        "API requests per user (anonymous callers: per client address), DRF syntax `<n>/<sec|min|hour|day>`; "
+        "over it a 429 with `Retry-After` and code `throttled` ([security.md](security.md#rate-limits)).",
+        _SECURITY,
+        example="600/min",
+    ),
+    S(
+        "BOS_API_RATE_TENANT",
+        "str",
+        "6000/min",
+        "API requests acting on one tenant, shared by all its users (the batch's tenant, the body's `tenant` "
+        "of a POST, else each of the caller's tenants).",
+        _SECURITY,
+        example="3000/min",
+    ),
+    S(
+        "BOS_API_RATE_WRITE",
+        "str",
+        "300/min",
+        "API writes (POST, PUT, PATCH, DELETE) per user, on top of `BOS_API_RATE_USER`.",
+        _SECURITY,
+        example="60/min",
+    ),
+    S(
+        "BOS_LOGIN_FAILURE_LIMIT",
+        "int",
+        5,
+        "Failed admin logins of one username from one address that lock that pair out (django-axes).",
+        _SECURITY,
+        min=1,
+        max=1000,
+    ),
+    S(
+        "BOS_LOGIN_COOLOFF_MINUTES",
+        "int",
+        15,
+        "How long a lockout lasts; `manage.py axes_reset_username <name>` lifts one early.",
+        _SECURITY,
+        min=1,
+        max=10080,
+    ),
+    S(
+        "BOS_API_TOKEN_TTL_DAYS",
+        "int",
+        90,
+        "Lifetime of an API token from its creation (`create_api_user`); an expired token is refused and deleted.",
+        _SECURITY,
+        min=1,
+        max=3650,
+    ),
+    S(
+        "BOS_METRICS_TOKEN",
+        "secret",
+        None,
+        "Bearer token `/metrics` (and `BOS_METRICS_PORT`) require when set: "
+        "`Authorization: Bearer <token>`, else a 401.",
+        _SECURITY,
+        default_text="unset: `/metrics` needs no token (`check --deploy` warns in production)",
+    ),
+    # --- end of security: rate limits, logins, API tokens, hardened edges ---
     # --- traces: OpenTelemetry's own variables, read by its SDK (BOS checks them at start-up) ---
     S(
         "OTEL_EXPORTER_OTLP_ENDPOINT",

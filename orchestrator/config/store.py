@@ -111,7 +111,7 @@ def publish(version: int, values: Mapping[str, Any]) -> bool:
     return bool(redis_client.eval(_REPLACE, 1, REDIS_KEY, held, doc))
 
 
-def _foreign(raw: bytes) -> bool:
+def _foreign(raw: bytes | str) -> bool:
     """Whether a published document is not a version of this database's history."""
     try:
         doc = json.loads(raw)

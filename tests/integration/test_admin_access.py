@@ -29,7 +29,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_results.models import TaskResult
-from rest_framework.authtoken.models import Token, TokenProxy
+from knox.crypto import hash_token
+from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from orchestrator import access
@@ -115,7 +116,7 @@ SPECS: dict[type[Model], Spec] = {
     ConfigVersion: Spec(read=None, su_add=True),  # the platform's runtime settings
     get_user_model(): DJANGO_OWN,
     Group: DJANGO_OWN,
-    TokenProxy: DJANGO_OWN,
+    AuthToken: DJANGO_OWN,
 }
 
 
@@ -256,7 +257,7 @@ def build_world(
         objects[Tenant][slug] = tenant
         objects[Membership][slug] = Membership.objects.create(user=member, tenant=tenant, role="viewer")
     bystander = get_user_model().objects.create(username=f"bystander{tag}")
-    Token.objects.create(user=bystander)
+    (bystander_token, _) = AuthToken.objects.create(user=bystander)
     objects[Alert][NONE] = Alert.objects.create(tenant=None, kind="consumer_lag", message="the service lags")
     objects[TaskResult][NONE] = _task_result(f"tasks.maintenance.reconcile_task{tag}", batch=None)
     objects[Pipeline][NONE] = version.pipeline
@@ -270,7 +271,7 @@ def build_world(
     )
     objects[get_user_model()][NONE] = bystander
     objects[Group][NONE] = Group.objects.create(name=f"some-group{tag}")
-    objects[TokenProxy][NONE] = TokenProxy.objects.get(user=bystander)
+    objects[AuthToken][NONE] = bystander_token
     return objects, targets
 
 
@@ -295,7 +296,7 @@ def url(model: type[Model], view: str, obj: Model | None = None) -> str:
 
 
 def state_of(obj: Model) -> list[dict[str, Any]]:
-    # By the primary key field's own value: TokenProxy's `pk` is its user's id.
+    # By the primary key field's own value (AuthToken's is its digest).
     key = obj._meta.pk.value_from_object(obj)
     return list(type(obj)._default_manager.filter(pk=key).values())
 
@@ -569,7 +570,7 @@ def test_create_api_user_with_a_password_may_log_in_to_the_admin_and_sees_its_te
         "create_api_user", "carol", "--tenant", OWN, "--role", "operator", "--password", "s3cret-pass"
     )
     token = capsys.readouterr().out.strip().splitlines()[-1]
-    assert Token.objects.get(user__username="carol").key == token
+    assert AuthToken.objects.filter(user__username="carol", digest=hash_token(token)).exists()
     client = Client()
     assert client.login(username="carol", password="s3cret-pass")
     listed = client.get(reverse("admin:orchestrator_batch_changelist"))
@@ -578,9 +579,14 @@ def test_create_api_user_with_a_password_may_log_in_to_the_admin_and_sees_its_te
     actions = [name for name, _ in listed.context["action_form"].fields["action"].choices]
     assert {"cancel_batches", "rollback_batches"} <= set(actions) and "delete_selected" not in actions
 
-    # A second tenant adds a membership; the same token, the same login.
+    # A second tenant adds a membership and a new token; the first one still works, the same login.
     call_command("create_api_user", "carol", "--tenant", "initech", "--role", "viewer")
-    assert capsys.readouterr().out.strip().splitlines()[-1] == token
+    second = capsys.readouterr().out.strip().splitlines()[-1]
+    assert second != token
+    assert set(AuthToken.objects.filter(user__username="carol").values_list("digest", flat=True)) == {
+        hash_token(token),
+        hash_token(second),
+    }
     assert set(Membership.objects.filter(user__username="carol").values_list("tenant__slug", "role")) == {
         (OWN, "operator"),
         ("initech", "viewer"),
@@ -592,7 +598,8 @@ def test_create_api_user_without_a_password_gives_no_admin_login(capsys: pytest.
     call_command("create_api_user", "dave", "--tenant", OWN, "--role", "admin")
     dave = get_user_model().objects.get(username="dave")
     assert not dave.is_staff and not dave.has_usable_password()
-    assert capsys.readouterr().out.strip().splitlines()[-1] == Token.objects.get(user=dave).key
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert AuthToken.objects.get(user=dave).digest == hash_token(printed)
 
 
 # --- orchestrator.access -----------------------------------------------------------------------

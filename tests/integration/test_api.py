@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
+from knox.crypto import hash_token
+from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from orchestrator.models import Batch
@@ -199,9 +201,13 @@ def test_create_api_user_prints_the_token_last(capsys: pytest.CaptureFixture[str
     call_command("create_api_user", "alice", "--tenant", "acme", "--role", "operator")
     call_command("create_api_user", "alice", "--tenant", "globex", "--role", "viewer")
     lines = capsys.readouterr().out.strip().splitlines()
-    token = Token.objects.get(user__username="alice")
-    assert lines[-1] == token.key
-    assert token.user.memberships.count() == 2
+    alice = get_user_model().objects.get(username="alice")
+    # Stored hashed: the printed token is known by its digest only, and it works.
+    assert AuthToken.objects.filter(user=alice, digest=hash_token(lines[-1])).exists()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {lines[-1]}")
+    assert client.get("/api/v1/batches/").status_code == 200
+    assert alice.memberships.count() == 2
 
 
 @pytest.mark.usefixtures("celery_worker", "test_pipelines")

@@ -12,12 +12,12 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from orchestrator.config import flag_enabled
 from orchestrator.config.flags import bucket
 from orchestrator.models import Batch, ConfigVersion
+from orchestrator.security.tokens import issue as issue_token
 from orchestrator.services.batches import batch_create
 from orchestrator.services.users import api_user_grant
 from tests.support.factories import batch_request, publish_test_pipeline
@@ -40,7 +40,7 @@ FLAGGED = [
 def superuser_api() -> APIClient:
     user = get_user_model().objects.create(username="root", is_superuser=True, is_staff=True)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issue_token(user).key}")
     return client
 
 

@@ -18,11 +18,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from orchestrator.config import reload, runtime, store
 from orchestrator.models import Batch, ChunkRun, ConfigVersion
+from orchestrator.security.tokens import issue as issue_token
 from orchestrator.services.batches import batch_create
 from tests.support.factories import batch_request, publish_test_pipeline
 from tests.support.waiting import wait_for, wait_for_terminal
@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("transactional_db
 def api_as(username: str, *, superuser: bool) -> APIClient:
     user = get_user_model().objects.create(username=username, is_superuser=superuser, is_staff=superuser)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issue_token(user).key}")
     return client
 
 
@@ -255,7 +255,7 @@ def test_the_admin_sets_flags_schedules_and_tenant_values_through_the_same_funct
 
 
 def test_a_process_that_loses_redis_keeps_its_last_good_values_and_says_so(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, admin_client: Any
 ) -> None:
     store.config_set(changes={"chunk_size": 33}, actor="test", reason="before the outage")
     assert runtime("chunk_size") == 33
@@ -265,7 +265,7 @@ def test_a_process_that_loses_redis_keeps_its_last_good_values_and_says_so(
     status = reload.status()
     assert status["stale"] is True and status["version"] == 1 and "error" in status
     assert runtime("chunk_size") == 33
-    ready = Client().get("/readyz").json()
+    ready = admin_client.get("/readyz").json()
     assert ready["config"]["stale"] is True and ready["checks"]["redis"]["ok"] is False
 
     monkeypatch.undo()

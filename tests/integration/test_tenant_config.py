@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from orchestrator.config import runtime, store
 from orchestrator.config.store import InvalidConfig
 from orchestrator.errors import InvalidRequest
 from orchestrator.models import Batch, Tenant
+from orchestrator.security.tokens import issue as issue_token
 from orchestrator.services.batches import batch_create
 from tests.support.factories import TenantFactory, batch_request, publish_test_pipeline
 
@@ -85,7 +85,7 @@ def test_a_global_change_that_breaks_a_tenant_s_combination_is_refused() -> None
 def test_the_api_sets_and_lists_tenant_values_and_a_rollback_removes_them() -> None:
     user = get_user_model().objects.create(username="root", is_superuser=True, is_staff=True)
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {issue_token(user).key}")
     answer = api.put(
         "/api/v1/config/chunk_size/", {"value": 9, "tenant": "globex", "reason": "per tenant"}, format="json"
     )

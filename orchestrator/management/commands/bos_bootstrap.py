@@ -11,6 +11,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from bos_project.settings.environment import BOS_HOME, bos_env, flower_login
+from orchestrator import audit
+from orchestrator.audit import who as actors
 from orchestrator.services.users import api_user_grant
 
 
@@ -31,10 +33,11 @@ class Command(BaseCommand):
             user.save()
             password_file.write_text(password)
             password_file.chmod(0o600)
-        token = api_user_grant(username=username, tenant=tenant, role="admin")
+        with audit.acting_as(audit.Who(actor=actors.system("bos_bootstrap"))):
+            grant = api_user_grant(username=username, tenant=tenant, role="admin")
         self.stdout.write(
             f"admin login: {username} / {password_file.read_text().strip()}  "
-            f"(tenant {tenant}, API token {token.key})"
+            f"(tenant {tenant}, API token {grant.key})"
         )
         flower_user, flower_password = flower_login(bos_env())
         self.stdout.write(f"Flower login: {flower_user} / {flower_password}")
