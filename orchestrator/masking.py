@@ -1,0 +1,249 @@
+"""Masking: what is sensitive in a value or a text, replaced by a mask — one module for the
+API, the admin, the logs, stored errors, fingerprints and events (docs/masking.md).
+
+Two rules. A value under a configured field name (`BOS_MASK_FIELDS`, at any depth of a
+JSON value; the name compared without case, `-` or `_`, equal or as its end:
+`user_email` is an `email`) becomes `[masked]`. In any string, these patterns are masked:
+
+- e-mail addresses → `j***@example.com` (first character and domain kept);
+- card numbers (13–19 digits, alone or in groups split by spaces or dashes, a card
+  network's first digits, Luhn-checked) → `****1111`;
+- credentials: `Bearer …`/`Token …`/`Basic …` → `Bearer [masked]`; `password=…`,
+  `secret: …` → `password=[masked]`; a long value after a name ending in `key` or `token`
+  (`api_key=…`, `access_token: …`) → `api_key=[masked]`; a URL's password
+  (`postgres://bos:[masked]@db`); JWTs and well-known key formats (`sk_live_…`,
+  `ghp_…`, `AKIA…`, `xoxb-…`) → `[masked]`;
+- each configured extra pattern (`BOS_MASK_PATTERNS`) → `[masked]`.
+
+Masking is idempotent (a masked text masks to itself). Pure: no Django import at module
+level. `Masker` does the work for a given configuration (compiled once, cached);
+`mask_text` / `mask_value` use the current runtime configuration, read through
+`configured()` — a thin accessor that falls back to the defaults where Django's settings
+are not ready (a log line written at start-up).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+MASK = "[masked]"
+DEFAULT_FIELDS: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "ssn",
+    "card_number",
+    "cvv",
+    "iban",
+    "email",
+)
+MAX_PATTERNS = 50
+MAX_PATTERN_CHARS = 500
+
+_EMAIL = r"(?P<email>(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})\b"
+# A card network's first digits (Visa 4, Mastercard 51–55 and 22–27, Amex 34/37, Diners
+# 30/36/38/39, JCB 35, Discover/UnionPay/Maestro 5x/6x): epoch timestamps (1…) and
+# 19xx/20xx dates never start like this. Not inside a longer word, id or dashed run (a UUID).
+_IIN = r"(?:2[2-7]|3[04-9]|4|5|6)"
+_CARD = r"(?P<card>(?<![\w-])(?:" + _IIN + r"\d{11,17}|" + _IIN + r"\d{2,3}(?:[ -]\d{4,6}){2,4})(?![\w]|-\w))"
+_BEARER = r"(?P<bearer>\b(?:Bearer|Token|Basic)\s+)(?P<bearer_value>[A-Za-z0-9._~+/=-]{8,})"
+_URL_USERINFO = r"(?P<url>\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)(?P<url_value>[^\s@/]+)(?=@)"
+_CREDENTIAL = (
+    r"(?P<pw>\b(?i:password|passwd|pwd|secret|client_secret)\s*[=:]\s*[\"']?)"
+    r"(?P<pw_value>[^\s\"'&,;]+)"
+)
+_KEY = r"(?P<key>\b(?i:[a-z0-9_-]*(?:key|token))\s*[=:]\s*[\"']?)(?P<key_value>[A-Za-z0-9+/_.=-]{16,})"
+_KNOWN = (
+    r"(?P<known>\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
+    r"|\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}"
+    r"|\bgh[pousr]_[A-Za-z0-9]{20,}"
+    r"|\bAKIA[0-9A-Z]{16}\b"
+    r"|\bxox[abpr]-[A-Za-z0-9-]{10,})"
+)
+# One pass over the text: credentials before e-mails (a URL's `user:pass@host`).
+_BUILT_IN = re.compile("|".join((_KNOWN, _BEARER, _URL_USERINFO, _CREDENTIAL, _KEY, _EMAIL, _CARD)))
+# Cheap checks that skip the scan: no text can match without one of these.
+_HINT = re.compile(r"[@=:]|\d{4}|Bearer|Token|Basic|eyJ|_live_|_test_|gh[pousr]_|AKIA|xox", re.ASCII)
+
+
+def luhn_ok(digits: str) -> bool:
+    """Whether `digits` pass the Luhn check (card numbers do; 9 in 10 other numbers do not)."""
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        n = ord(char) - 48
+        if i % 2:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return total % 10 == 0
+
+
+def mask_email(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def _built_in(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    if kind == "email":
+        return mask_email(match.group("email"))
+    if kind == "card":
+        text = match.group("card")
+        digits = re.sub(r"[ -]", "", text)
+        if 13 <= len(digits) <= 19 and luhn_ok(digits):
+            return "****" + digits[-4:]
+        return text
+    if kind == "known":
+        return MASK
+    # bearer, url, pw, key: the name kept, the value masked (lastgroup is the value's).
+    name = {"bearer_value": "bearer", "url_value": "url", "pw_value": "pw", "key_value": "key"}.get(
+        kind or ""
+    )
+    if name is None:
+        return match.group(0)
+    return match.group(name) + MASK
+
+
+def compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
+    """The configured extra patterns, compiled; ValueError names the first bad one."""
+    compiled = []
+    patterns = list(patterns)
+    if len(patterns) > MAX_PATTERNS:
+        raise ValueError(f"at most {MAX_PATTERNS} patterns; got {len(patterns)}")
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"a pattern is a non-empty string; got {pattern!r}")
+        if len(pattern) > MAX_PATTERN_CHARS:
+            raise ValueError(f"a pattern has at most {MAX_PATTERN_CHARS} characters; got {len(pattern)}")
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+        if regex.match(""):
+            raise ValueError(f"{pattern!r} matches the empty string: it would mask between every character")
+        compiled.append(regex)
+    return tuple(compiled)
+
+
+def normalize_field(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "").replace(" ", "")
+
+
+class Masker:
+    """Masks texts and JSON values for one configuration (field names, extra patterns)."""
+
+    def __init__(self, fields: Iterable[str] = DEFAULT_FIELDS, patterns: Iterable[str] = ()) -> None:
+        self.fields = tuple(sorted({normalize_field(f) for f in fields if f and normalize_field(f)}))
+        self.patterns = compile_patterns(patterns)
+        self._sensitive: dict[str, bool] = {}
+
+    def sensitive_field(self, name: str) -> bool:
+        """Is `name` a configured field name (normalized: equal, or ending with one)?"""
+        known = self._sensitive.get(name)
+        if known is None:
+            normal = normalize_field(name)
+            known = any(normal == f or normal.endswith(f) for f in self.fields)
+            if len(self._sensitive) < 10_000:  # keys are names, not data; bounded all the same
+                self._sensitive[name] = known
+        return known
+
+    def mask_text(self, text: str) -> str:
+        """`text` with every pattern masked."""
+        if not text:
+            return text
+        if _HINT.search(text):
+            text = _BUILT_IN.sub(_built_in, text)
+        for regex in self.patterns:
+            text = regex.sub(MASK, text)
+        return text
+
+    def mask_value(self, value: Any) -> Any:
+        """A copy of a JSON value with sensitive fields and patterns in its strings masked."""
+        if isinstance(value, str):
+            return self.mask_text(value)
+        if isinstance(value, Mapping):
+            return {
+                key: (
+                    MASK
+                    if isinstance(key, str) and item is not None and self.sensitive_field(key)
+                    else self.mask_value(item)
+                )
+                for key, item in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [self.mask_value(item) for item in value]
+        return value
+
+
+@lru_cache(maxsize=16)
+def masker(fields: tuple[str, ...] = DEFAULT_FIELDS, patterns: tuple[str, ...] = ()) -> Masker:
+    """The masker of a configuration, compiled once."""
+    return Masker(fields, patterns)
+
+
+def _from_runtime() -> tuple[Any, Any]:
+    from orchestrator.config import runtime
+
+    return runtime("mask_fields"), runtime("mask_patterns")
+
+
+# The accessor of the current configuration; tests may replace it (`use_source`).
+_source: Callable[[], tuple[Any, Any]] = _from_runtime
+_last: tuple[Any, Any, Masker] | None = None
+_reading = threading.local()
+
+
+def use_source(source: Callable[[], tuple[Any, Any]] | None) -> None:
+    """Read the configuration from `source` (None: the runtime settings again)."""
+    global _source, _last
+    _source, _last = source or _from_runtime, None
+
+
+def configured() -> Masker:
+    """The masker of the current runtime configuration (`mask_fields`, `mask_patterns`).
+
+    The values are the same objects until the configuration changes, so this is an
+    identity check in the common case; anything unreadable gives the defaults.
+    """
+    global _last
+    if getattr(_reading, "busy", False):  # reading the configuration logged a line: no loop
+        return _last[2] if _last is not None else masker()
+    _reading.busy = True
+    try:
+        fields, patterns = _source()
+    except Exception:  # noqa: BLE001 - settings not ready (start-up, a pure test): the defaults
+        return masker()
+    finally:
+        _reading.busy = False
+    last = _last
+    if last is not None and last[0] is fields and last[1] is patterns:
+        return last[2]
+    try:
+        current = masker(tuple(fields or ()), tuple(patterns or ()))
+    except (TypeError, ValueError):  # validated when set; a hand-edited store falls back
+        current = masker()
+    _last = (fields, patterns, current)
+    return current
+
+
+def mask_text(text: str) -> str:
+    """`text` masked by the current configuration."""
+    return configured().mask_text(text)
+
+
+def mask_value(value: Any) -> Any:
+    """A JSON value masked by the current configuration."""
+    return configured().mask_value(value)
+
+
+def mask_error(text: str | None) -> str:
+    """An error message as it may be stored or shown (None → "")."""
+    return configured().mask_text(text) if text else ""
