@@ -15,11 +15,11 @@ JSON value; the name compared without case, `-` or `_`, equal or as its end:
   `ghp_…`, `AKIA…`, `xoxb-…`) → `[masked]`;
 - each configured extra pattern (`BOS_MASK_PATTERNS`) → `[masked]`.
 
-Masking is idempotent (a masked text masks to itself). Pure: no Django import at module
-level. `Masker` does the work for a given configuration (compiled once, cached);
-`mask_text` / `mask_value` use the current runtime configuration, read through
-`configured()` — a thin accessor that falls back to the defaults where Django's settings
-are not ready (a log line written at start-up).
+Masking is idempotent (a masked text masks to itself). Pure: no Django import (the
+import linter holds it to that). `Masker` does the work for a given configuration
+(compiled once, cached); `mask_text` / `mask_value` use the current configuration, read
+through a thin accessor that `orchestrator.config` installs (`use_source`): the runtime
+settings. Where those are not readable (a log line at start-up) the defaults apply.
 """
 
 from __future__ import annotations
@@ -189,22 +189,21 @@ def masker(fields: tuple[str, ...] = DEFAULT_FIELDS, patterns: tuple[str, ...] =
     return Masker(fields, patterns)
 
 
-def _from_runtime() -> tuple[Any, Any]:
-    from orchestrator.config import runtime
-
-    return runtime("mask_fields"), runtime("mask_patterns")
+def _defaults() -> tuple[Any, Any]:
+    return DEFAULT_FIELDS, ()
 
 
-# The accessor of the current configuration; tests may replace it (`use_source`).
-_source: Callable[[], tuple[Any, Any]] = _from_runtime
+# The accessor of the current configuration: `(field names, extra patterns)`.
+# orchestrator.config installs the runtime settings' (`mask_fields`, `mask_patterns`).
+_source: Callable[[], tuple[Any, Any]] = _defaults
 _last: tuple[Any, Any, Masker] | None = None
 _reading = threading.local()
 
 
 def use_source(source: Callable[[], tuple[Any, Any]] | None) -> None:
-    """Read the configuration from `source` (None: the runtime settings again)."""
+    """Read the configuration from `source` from now on (None: the defaults)."""
     global _source, _last
-    _source, _last = source or _from_runtime, None
+    _source, _last = source or _defaults, None
 
 
 def configured() -> Masker:
