@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -63,7 +64,7 @@ class ActionInSerializer(serializers.Serializer):
     )
 
 
-def shows_payloads(context: dict[str, Any], tenant_id: int) -> bool:
+def shows_payloads(context: Mapping[str, Any], tenant_id: int) -> bool:
     """The masking rule (docs/masking.md): operators, admins and superusers see payloads,
     metadata, reports and outputs in clear; viewers masked. The caller comes from the
     serializer's context (`request`); without one, masked. Errors are masked for everybody."""
@@ -215,7 +216,7 @@ class ItemOutSerializer(serializers.ModelSerializer):
 
     def _shows_payloads(self, tenant_id: int) -> bool:
         # Once per page: a page's items are of one batch, so of one tenant.
-        cache: dict[int, bool] = self.context.setdefault("_shows_payloads", {})
+        cache: dict[int, bool] = self.root.__dict__.setdefault("_bos_shows_payloads", {})
         if tenant_id not in cache:
             cache[tenant_id] = shows_payloads(self.context, tenant_id)
         return cache[tenant_id]

@@ -146,7 +146,7 @@ def plan(*, now: datetime | None = None, tenants: Iterable[Tenant] | None = None
     now = now or timezone.now()
     result = Plan(now=now)
     result.audit_retention_days, result.audit_cutoff = _audit_cutoff(now)
-    audit_due = dict(
+    audit_due: dict[int | None, int] = dict(
         AuditRecord.objects.filter(at__lt=result.audit_cutoff)
         .values("tenant_id")
         .annotate(n=Count("id"))
@@ -252,7 +252,7 @@ def purge_audit(*, cutoff: datetime, chunk: int = CHUNK, progress: Progress | No
                 f"(SELECT id FROM {table} WHERE at < %s ORDER BY id LIMIT %s)",
                 [cutoff, chunk],
             )
-            count = cursor.rowcount
+            count = int(cursor.rowcount)
         deleted += count
         if progress is not None and count:
             progress("audit_records", count)
