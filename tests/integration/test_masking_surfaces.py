@@ -76,10 +76,12 @@ def assert_no_secret(text: str) -> None:
 
 
 def member(role: str) -> APIClient:
-    user = get_user_model().objects.create(username=f"{role}-user")
-    Membership.objects.create(user=user, tenant=TenantFactory(slug="acme"), role=role)
+    """An API client, and an admin login, of a member of acme with `role`."""
+    user, _ = get_user_model().objects.get_or_create(username=f"{role}-user", defaults={"is_staff": True})
+    Membership.objects.get_or_create(user=user, tenant=TenantFactory(slug="acme"), defaults={"role": role})
     client = APIClient()
     client.force_authenticate(user)
+    client.force_login(user)
     return client
 
 
@@ -132,3 +134,16 @@ def test_a_phase_error_is_masked_on_the_phase_the_batch_and_the_event() -> None:
     shown = member("viewer").get(f"/api/v1/batches/{batch.id}/").json()
     assert shown["metadata"] == {"token": "[masked]", "email": "[masked]"}
     assert_no_secret(json.dumps(shown))
+
+    # The admin: the batch's and the phase's pages mask metadata for a viewer, errors for all.
+    pages = (
+        f"/admin/orchestrator/batch/{batch.id}/change/",
+        f"/admin/orchestrator/phaserun/{phase.id}/change/",
+    )
+    for page in pages:
+        response = member("viewer").get(page)
+        assert response.status_code == 200
+        assert_no_secret(response.content.decode())
+    operator_page = member("operator").get(pages[0]).content.decode()
+    assert TOKEN in operator_page  # the metadata, in clear for an operator
+    assert "Bearer [masked]" in member("operator").get(pages[1]).content.decode()
