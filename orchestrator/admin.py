@@ -101,6 +101,9 @@ class ScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     change_needs: Do | None = None
     superuser_adds = False
     superuser_deletes = False
+    # Masked on a row's page (docs/masking.md): payload-derived values for viewers, errors always.
+    payload_fields: tuple[str, ...] = ()
+    error_fields: tuple[str, ...] = ()
 
     class Media:
         css = {"all": [ADMIN_CSS]}
@@ -112,6 +115,20 @@ class ScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 return qs
             return qs.none()
         return access.scope(qs, request.user, self.tenant_field, self.read_needs)
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        obj = super().get_object(request, object_id, from_field)
+        # Only to show it: a POST (a change by someone allowed to) gets the row as stored.
+        if (
+            obj is not None
+            and request.method in ("GET", "HEAD")
+            and (self.payload_fields or self.error_fields)
+        ):
+            clear = self._may(request, Do.OPERATE, obj)
+            display.mask_shown(
+                obj, payload_fields=() if clear else self.payload_fields, error_fields=self.error_fields
+            )
+        return obj
 
     def _tenant(self, obj: Any) -> int | None:
         return access.tenant_of(obj, self.tenant_field) if self.tenant_field else None
@@ -169,9 +186,12 @@ class ScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return super().log_deletions(request, queryset)
 
     def payloads_shown(self, obj: Any) -> tuple[Batch, list[str]] | None:
-        """The batch whose payload-derived fields an object's page shows, and those fields
-        (None: the page shows none). Every such page view is a `payload_read`."""
-        return None
+        """The batch whose payload-derived fields (`payload_fields`) an object's page shows,
+        and their names (None: the page shows none). Every such page view is a `payload_read`."""
+        batch = obj if isinstance(obj, Batch) else getattr(obj, "batch", None)
+        return (
+            (batch, list(self.payload_fields)) if self.payload_fields and isinstance(batch, Batch) else None
+        )
 
     def render_change_form(
         self,
@@ -393,6 +413,7 @@ class BatchAdmin(ScopedAdmin):
     # The graph, the report and the failed items are drawn by the page's template
     # (admin/orchestrator/batch/change_form.html) above these fields.
     readonly_fields = ["batch_state", *_fields(Batch, "report")]
+    payload_fields, error_fields = ("metadata", "report"), ("error",)
     fields = ["batch_state", *_fields(Batch, "report", "state")]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Batch]:
@@ -440,9 +461,6 @@ class BatchAdmin(ScopedAdmin):
     def active_phases(self, batch: Batch) -> str:
         return getattr(batch, "running_phases", None) or ""
 
-    def payloads_shown(self, obj: Batch) -> tuple[Batch, list[str]] | None:
-        return obj, ["metadata", "report"]
-
     def change_view(
         self,
         request: HttpRequest,
@@ -477,6 +495,7 @@ class BatchAdmin(ScopedAdmin):
 class BatchItemAdmin(ScopedAdmin):
     # Payloads are read through the API only (orchestrator.payloads; audited there).
     readonly_fields = _fields(BatchItem, "payload")
+    error_fields = ("last_error",)
     fields = tuple(readonly_fields)
     list_display = ["key", "batch", "seq", "state", "attempts", "failed_phase", "error_class"]
     list_filter = ["state", "error_class"]
@@ -488,6 +507,7 @@ class BatchItemAdmin(ScopedAdmin):
 class ItemResultAdmin(ScopedAdmin):
     tenant_field = "item__tenant_id"
     readonly_fields = _fields(ItemResult, "output")
+    error_fields = ("error",)
     fields = tuple(readonly_fields)
     list_display = ["item", "phase_run", "ok", "error_class", "created_at"]
     list_filter = ["ok", "error_class"]
@@ -497,6 +517,7 @@ class ItemResultAdmin(ScopedAdmin):
 @admin.register(PhaseRun)
 class PhaseRunAdmin(ScopedAdmin):
     readonly_fields = _fields(PhaseRun)
+    payload_fields, error_fields = ("output",), ("error", "compensation_error")
 
     def payloads_shown(self, obj: PhaseRun) -> tuple[Batch, list[str]] | None:
         return obj.batch, [f"phases.{obj.name}.output"]
@@ -561,6 +582,7 @@ class DeferredTaskAdmin(ScopedAdmin):
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(ScopedAdmin):
     readonly_fields = _fields(OutboxEvent)
+    error_fields = ("envelope", "last_error")
     list_display = ["id", "event_type", "tenant", "key", "created_at", "published_at", "attempts"]
     list_filter = ["event_type", "published_at"]
     list_select_related = ["tenant"]
@@ -591,6 +613,7 @@ class ErrorFingerprintAdmin(ScopedAdmin):
     list_select_related = ["tenant"]
     search_fields = ["message", "error_type", "fingerprint"]
     readonly_fields = _fields(ErrorFingerprint)
+    error_fields = ("message", "sample")
 
 
 @admin.register(ErrorCount)
@@ -611,6 +634,7 @@ class AlertAdmin(ScopedAdmin):
     list_filter = ["kind", ("tenant", ONLY_YOURS)]
     list_select_related = ["tenant"]
     readonly_fields = _fields(Alert)
+    error_fields = ("message",)
 
 
 # --- Task results (django-celery-results): a batch's tasks by tenant, the rest superusers' ------
@@ -675,6 +699,7 @@ class TaskResultAdmin(ScopedAdmin):
     ordering = ["-date_done"]
     date_hierarchy = "date_done"
     readonly_fields = ("task_status", "batch", *_fields(TaskResult, "id", "status"))
+    payload_fields, error_fields = ("task_args", "task_kwargs", "result", "meta"), ("traceback",)
     fields = readonly_fields
 
     @admin.display(description="task id", ordering="task_id")

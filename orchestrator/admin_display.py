@@ -1,7 +1,8 @@
 """How the admin shows BOS's values: states as coloured badges (one state→tone map for
 every page), long ids cut short with the whole id in a tooltip, times to the second,
 durations to the millisecond (times show their seconds through
-`bos_project/formats`), a batch's report as tables and its failed items as a list.
+`bos_project/formats`), a batch's report as tables and its failed items as a list;
+payloads, outputs and errors masked as docs/masking.md says (`mask_shown`).
 
 Everything here returns escaped HTML (`format_html`); the colours live in
 `orchestrator/static/orchestrator/admin.css`, keyed by tone.
@@ -9,12 +10,14 @@ Everything here returns escaped HTML (`format_html`); the colours live in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from orchestrator.masking import mask_error, mask_value
 from orchestrator.profiling import format_seconds
 
 # Every state BOS shows (batch, phase, item, compensation, Celery task) → a tone. The tone
@@ -126,7 +129,12 @@ def failed_items_table(items: Iterable[Any], total: int, more_url: str) -> SafeS
 
     The error is shown as the API's items endpoint gives it (`last_error`)."""
     rows = [
-        (short_id(item.key, 40), item.failed_phase or "—", item.error_class or "—", item.last_error or "—")
+        (
+            short_id(item.key, 40),
+            item.failed_phase or "—",
+            item.error_class or "—",
+            mask_error(item.last_error) or "—",
+        )
         for item in items
     ]
     if not rows:
@@ -148,3 +156,29 @@ def failed_items_table(items: Iterable[Any], total: int, more_url: str) -> SafeS
         f"{shown} of {total} failed items shown." if total > shown else f"{total} failed item(s).",
         more,
     )
+
+
+# --- Masking what a page shows ----------------------------------------------------------------
+
+
+def _masked(value: Any) -> Any:
+    """A field's value masked: JSON values by field names and patterns, a text holding
+    JSON (a Celery task's arguments or result) likewise, other texts by patterns."""
+    if isinstance(value, str):
+        if value[:1] in ("{", "["):
+            try:
+                return json.dumps(mask_value(json.loads(value)))
+            except ValueError:
+                pass
+        return mask_error(value)
+    return mask_value(value)
+
+
+def mask_shown(obj: Any, *, payload_fields: Iterable[str], error_fields: Iterable[str]) -> None:
+    """Mask, on an object about to be shown (never saved), the values of `payload_fields`
+    (for a viewer: the caller leaves them out for operators and admins) and of
+    `error_fields` (for everybody: errors are stored masked; this covers older rows)."""
+    for name in (*payload_fields, *error_fields):
+        value = getattr(obj, name, None)
+        if value is not None:
+            setattr(obj, name, _masked(value))

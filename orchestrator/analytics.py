@@ -31,6 +31,7 @@ from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from orchestrator.masking import mask_error
 from orchestrator.models import (
     Alert,
     AnalysisWatermark,
@@ -323,7 +324,8 @@ class _Group:
         self.first_seen = min(self.first_seen, at)
         if at >= self.last_seen or not self.sample:
             self.last_seen = max(self.last_seen, at)
-            self.sample, self.sample_batch = error[:MAX_SAMPLE], batch_id
+            # Errors are stored masked; masked again for rows recorded before masking was.
+            self.sample, self.sample_batch = mask_error(error[: MAX_SAMPLE * 2])[:MAX_SAMPLE], batch_id
         self.error_class = error_class or self.error_class
 
 
@@ -343,7 +345,7 @@ def collect_failure(groups: Groups, row: Sequence[Any], default_type: str) -> No
             tenant=tenant,
             fingerprint=key[1],
             error_type=error_type,
-            message=normalized,
+            message=mask_error(normalized),
             pipeline=pipeline,
             phase=phase,
             first_seen=at,

@@ -122,6 +122,8 @@ class Batch(models.Model):
     sla_at_risk_at = models.DateTimeField(null=True, blank=True)
     sla_breached_at = models.DateTimeField(null=True, blank=True)
     sla_projected_finish_at = models.DateTimeField(null=True, blank=True)
+    # When retention purged its payloads, results, phase outputs and report (services/retention.py).
+    purged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -168,7 +170,7 @@ class BatchItem(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
     seq = models.PositiveIntegerField()
     key = models.CharField(max_length=200)
-    payload = models.JSONField()
+    payload = models.JSONField(null=True)  # None: purged by retention (Batch.purged_at)
     state = models.CharField(max_length=16, choices=_choices(ItemState), default=ItemState.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     failed_phase = models.CharField(max_length=64, blank=True)

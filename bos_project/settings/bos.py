@@ -195,6 +195,18 @@ BOS_INSIGHTS_INTERVAL_SECONDS = env.float("BOS_INSIGHTS_INTERVAL_SECONDS", defau
 BOS_ANOMALY_WINDOW_RUNS = env.int("BOS_ANOMALY_WINDOW_RUNS", default=30)
 BOS_ANOMALY_MADS = env.float("BOS_ANOMALY_MADS", default=4.0)
 BOS_BREAKER_FORECAST_SECONDS = env.float("BOS_BREAKER_FORECAST_SECONDS", default=60.0)
+# --- security (docs/security.md) ---
+# How long audit records are kept (runtime audit_retention_days); beat purges older ones.
+BOS_AUDIT_RETENTION_DAYS = positive_int("BOS_AUDIT_RETENTION_DAYS", 365)
+# --- security: masking and retention (docs/masking.md, docs/retention.md); all runtime ---
+from orchestrator.masking import DEFAULT_FIELDS as _DEFAULT_MASK_FIELDS  # noqa: E402
+
+# Field names masked at any depth (runtime mask_fields); extra regexes (runtime mask_patterns).
+BOS_MASK_FIELDS = env.list("BOS_MASK_FIELDS", default=list(_DEFAULT_MASK_FIELDS))
+BOS_MASK_PATTERNS: list[str] = json_value("BOS_MASK_PATTERNS", [])
+# Days a finished batch keeps payloads and results (runtime retention_days, per tenant); 0: forever.
+BOS_RETENTION_DAYS = env.int("BOS_RETENTION_DAYS", default=30)
+
 # --- Runtime settings: their variables are their defaults, held to the same rules ---
 from orchestrator.config.registry import RUNTIME as _RUNTIME  # noqa: E402
 from orchestrator.config.registry import check_runtime_defaults as _check_runtime_defaults  # noqa: E402

@@ -70,6 +70,8 @@ CELERY_TASK_ROUTES = {
     "tasks.insights.*": {"queue": QUEUE_BATCH},
     # The lag check waits on the Kafka broker (up to seconds): off orchestration too.
     "tasks.maintenance.consumer_lag_check_task": {"queue": QUEUE_BATCH},
+    # Retention purges in many short transactions: off orchestration.
+    "tasks.retention.*": {"queue": QUEUE_BATCH},
 }
 # Celery's own logging setup is skipped (bos_project/celery.py): Django's LOGGING is used.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -80,6 +82,7 @@ CELERY_IMPORTS = [
     "tasks.snapshots",
     "tasks.analytics",
     "tasks.insights",
+    "tasks.retention",
 ]
 # Celery's Django fix-up closes the database connection around every task unless this
 # is set, so each task would pay for a new PostgreSQL connection. Reuse it for this many
@@ -126,5 +129,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "tasks.maintenance.consumer_lag_check_task",
         "schedule": env.float("BOS_LAG_CHECK_INTERVAL_SECONDS", default=30.0),
         "options": {"expires": 60},
+    },
+    # Retention (docs/retention.md): hourly, so a purge is small and a batch is purged
+    # within an hour of its cut-off; `bos_config schedule retention --every N` changes it.
+    "retention": {
+        "task": "tasks.retention.retention_purge_task",
+        "schedule": 3600.0,
+        "options": {"expires": 1800},
     },
 }

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from orchestrator import access
+from orchestrator.access import Do
 from orchestrator.insights.projection import SlaState
 from orchestrator.insights.sla import sla_summary
 from orchestrator.kafka.messages import TENANT_PATTERN
+from orchestrator.masking import mask_error, mask_value
 from orchestrator.models import Batch, BatchItem, PhaseRun, Pipeline, PipelineVersion, StateTransition
 from orchestrator.payloads import payload_from_storage
 from orchestrator.states import ItemState, reported_item_state
@@ -60,6 +64,14 @@ class ActionInSerializer(serializers.Serializer):
     )
 
 
+def shows_payloads(context: Mapping[str, Any], tenant_id: int) -> bool:
+    """The masking rule (docs/masking.md): operators, admins and superusers see payloads,
+    metadata, reports and outputs in clear; viewers masked. The caller comes from the
+    serializer's context (`request`); without one, masked. Errors are masked for everybody."""
+    request = context.get("request")
+    return request is not None and access.may(request.user, Do.OPERATE, tenant_id)
+
+
 class ErrorOutSerializer(serializers.Serializer):
     """Every error answer of the API (docs/api-errors.md)."""
 
@@ -97,6 +109,11 @@ class PhaseOutSerializer(serializers.ModelSerializer):
             "compensation_state",
             "error",
         ]
+
+    def to_representation(self, instance: PhaseRun) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        data["error"] = mask_error(data["error"])
+        return data
 
 
 class BatchOutSerializer(serializers.ModelSerializer):
@@ -156,6 +173,13 @@ class BatchDetailOutSerializer(BatchOutSerializer):
             "error",
         ]
 
+    def to_representation(self, instance: Batch) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        data["error"] = mask_error(data["error"])
+        if not shows_payloads(self.context, instance.tenant_id):
+            data["metadata"], data["report"] = mask_value(data["metadata"]), mask_value(data["report"])
+        return data
+
     def get_active_phases(self, batch: Batch) -> list[str]:
         return [p.name for p in batch.phases.all() if p.state == "running"]
 
@@ -182,6 +206,20 @@ class ItemOutSerializer(serializers.ModelSerializer):
 
     def get_payload(self, item: BatchItem) -> Any:
         return payload_from_storage(item.payload)
+
+    def to_representation(self, instance: BatchItem) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        data["last_error"] = mask_error(data["last_error"])
+        if not self._shows_payloads(instance.tenant_id):
+            data["payload"] = mask_value(data["payload"])
+        return data
+
+    def _shows_payloads(self, tenant_id: int) -> bool:
+        # Once per page: a page's items are of one batch, so of one tenant.
+        cache: dict[int, bool] = self.root.__dict__.setdefault("_bos_shows_payloads", {})
+        if tenant_id not in cache:
+            cache[tenant_id] = shows_payloads(self.context, tenant_id)
+        return cache[tenant_id]
 
     @extend_schema_field(serializers.ChoiceField(choices=[s.value for s in ItemState]))
     def get_state(self, item: BatchItem) -> str:

@@ -226,7 +226,7 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         )
         batch = self.get_queryset().prefetch_related("phases").get(id=result.batch.id)
         return Response(
-            BatchDetailOutSerializer(batch).data,
+            BatchDetailOutSerializer(batch, context={"request": request}).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
 
@@ -253,7 +253,7 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def items(self, request: Request, pk: str | None = None) -> Response:
         batch = self.get_object()
         page = self.paginate_queryset(batch.items.order_by("seq"))
-        items = ItemOutSerializer(page, many=True, context={"batch_state": batch.state})
+        items = ItemOutSerializer(page, many=True, context={"batch_state": batch.state, "request": request})
         reads.payload_read(batch, items=len(page or []), fields=["payload", "last_error"])
         return self.get_paginated_response(items.data)
 
@@ -264,7 +264,7 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         data_in.is_valid(raise_exception=True)
         service(batch_id=batch.id, actor=_actor(request), reason=data_in.validated_data["reason"])
         batch = self.get_queryset().prefetch_related("phases").get(id=batch.id)
-        return Response(BatchDetailOutSerializer(batch).data)
+        return Response(BatchDetailOutSerializer(batch, context={"request": request}).data)
 
     @_action_schema("Cancel a batch", "Stops a batch that has not ended: no phase starts any more.")
     @action(detail=True, methods=["post"])

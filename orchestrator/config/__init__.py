@@ -5,6 +5,9 @@ process through `runtime(key)` (reload): a local lookup, current within
 
 from __future__ import annotations
 
+from typing import Any
+
+from orchestrator import masking
 from orchestrator.config.flags import flag_on
 from orchestrator.config.reload import runtime, runtime_flag
 
@@ -13,5 +16,12 @@ def flag_enabled(name: str, *, batch_id: str, tenant: str, pipeline: str) -> boo
     """Whether the batch gets the feature flag `name` (sticky per batch; unknown: off)."""
     return flag_on(runtime_flag(name), batch_id=batch_id, tenant=tenant, pipeline=pipeline)
 
+
+def _masking_settings() -> tuple[Any, Any]:
+    return runtime("mask_fields"), runtime("mask_patterns")
+
+
+# Masking (orchestrator/masking.py, pure) reads its field names and patterns from here.
+masking.use_source(_masking_settings)
 
 __all__ = ["flag_enabled", "runtime"]

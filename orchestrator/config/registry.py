@@ -19,6 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.masking import DEFAULT_FIELDS as DEFAULT_MASK_FIELDS
+from orchestrator.masking import MAX_PATTERNS as MAX_MASK_PATTERNS
+from orchestrator.masking import compile_patterns
+
 
 class Kind(enum.StrEnum):
     STARTUP = "startup"
@@ -750,6 +754,56 @@ SETTINGS: tuple[Setting, ...] = (
         default_text="unset: `/metrics` needs no token (`check --deploy` warns in production)",
     ),
     # --- end of security: rate limits, logins, API tokens, hardened edges ---
+    # --- security: masking and retention (docs/masking.md, docs/retention.md) ---
+    S(
+        "BOS_AUDIT_RETENTION_DAYS",
+        "int",
+        365,
+        "How long audit records are kept; older ones are purged daily by beat "
+        "([retention.md](retention.md#the-audit-log)).",
+        _SECURITY,
+        kind=R,
+        key="audit_retention_days",
+        min=1,
+        max=36500,
+    ),
+    S(
+        "BOS_MASK_FIELDS",
+        "list",
+        list(DEFAULT_MASK_FIELDS),
+        "Field names whose values are masked (`[masked]`) at any depth of payloads, metadata, reports and "
+        "outputs shown to viewers, and of log lines and events; compared without case, `-` or `_`, equal "
+        "or as the name's end (`user_email` is an `email`).",
+        _SECURITY,
+        kind=R,
+        key="mask_fields",
+        example="password,secret,token,api_key,email,phone",
+    ),
+    S(
+        "BOS_MASK_PATTERNS",
+        "json",
+        [],
+        "Extra regular expressions (a JSON list) masked as `[masked]` wherever texts are masked, beside "
+        "the built-in e-mail, card-number and credential patterns; each must compile and not match the "
+        f"empty string (at most {MAX_MASK_PATTERNS}).",
+        _SECURITY,
+        kind=R,
+        key="mask_patterns",
+        example='["ACME-[0-9]{6}", "(?i)patient id [0-9]+"]',
+    ),
+    S(
+        "BOS_RETENTION_DAYS",
+        "int",
+        30,
+        "Days a finished batch keeps its item payloads, item results, phase outputs and report; then "
+        "beat purges them, keeping the batch, its history, counters and the audit trail. `0`: kept forever.",
+        _SECURITY,
+        kind=R,
+        key="retention_days",
+        scope=Scope.TENANT,
+        min=0,
+        max=36500,
+    ),
     # --- traces: OpenTelemetry's own variables, read by its SDK (BOS checks them at start-up) ---
     S(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -1034,6 +1088,12 @@ def parse(setting: Setting, raw: Any) -> Any:
             value = raw.lower() in {"true", "1", "yes", "on"}
         else:
             raise ConfigInvalid(key, "type", f"must be true or false; got {raw!r}")
+    elif setting.type == "list":
+        # A JSON list of strings, or a comma-separated text (as its environment variable).
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        if not all(isinstance(item, str) for item in items):
+            raise ConfigInvalid(key, "type", f"must be a list of strings; got {raw!r}")
+        value = [item.strip() for item in items if item.strip()]
     elif setting.type == "json":
         try:
             value = json.loads(raw) if isinstance(raw, str) else raw
@@ -1059,6 +1119,15 @@ def check_combinations(values: Mapping[str, Any]) -> None:
             f"the first retry delay ({_num(values['retry_base_seconds'])} s) must not exceed the cap "
             f"({_num(values['retry_cap_seconds'])} s)",
         )
+    if "mask_patterns" in values:
+        try:
+            if not isinstance(values["mask_patterns"], list):
+                raise ValueError(
+                    f"must be a JSON list of regular expressions; got {values['mask_patterns']!r}"
+                )
+            compile_patterns(values["mask_patterns"])
+        except ValueError as exc:
+            raise ConfigInvalid("mask_patterns", "valid_patterns", str(exc)) from None
     if values["inline_max_items"] > values["max_items"]:
         raise ConfigInvalid(
             "inline_max_items",

@@ -58,6 +58,7 @@ from orchestrator.kafka.messages import (
     parse_envelope,
 )
 from orchestrator.kafka.startup import consumer_topics, prepare_topics, startup_step
+from orchestrator.masking import mask_error
 from orchestrator.models import Batch, ProcessedEvent, Tenant
 from orchestrator.observability import context as log_context
 from orchestrator.observability.spans import RecordSpans
@@ -115,7 +116,7 @@ def dlq_headers(record: ConsumerRecord, code: str, message: str) -> list[tuple[s
     """The five `bos-*` headers of CONTRACT §2 (schemas/headers/dlq.schema.json)."""
     return [
         ("bos-error-class", _header(code)),
-        ("bos-error", _header(message, 1000)),
+        ("bos-error", _header(mask_error(message), 1000)),
         ("bos-source-topic", _header(record.topic)),
         ("bos-source-partition", str(record.partition).encode()),
         ("bos-source-offset", str(record.offset).encode()),
@@ -612,6 +613,7 @@ class BatchRequestConsumer:
         The record is committed only once its DLQ copy exists, so a DLQ that cannot be
         written is a transient failure (`DeadLetterFailed`): the record is tried again.
         """
+        message = mask_error(message)  # the reason may quote the record (a validation error)
         self.spans.dead_lettered(record, code, message)
         base = dlq_headers(record, code, message)
         key, value, headers = fit_dead_letter(

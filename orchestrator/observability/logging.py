@@ -20,6 +20,8 @@ import structlog
 from django.core.exceptions import ImproperlyConfigured
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from orchestrator import masking
+
 FORMATS = ("json", "console")
 # Celery's loggers that write a line per task sent, received and finished.
 CELERY_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.beat")
@@ -41,6 +43,27 @@ def add_process(logger: WrappedLogger, method_name: str, event_dict: EventDict) 
     return event_dict
 
 
+# Fields every line has, never sensitive: not scanned.
+_PLAIN_FIELDS = frozenset({"timestamp", "level", "logger", "pid", "correlation_id", "batch_id", "tenant"})
+
+
+def mask_event(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Every value of the line masked (orchestrator/masking.py): e-mails, card numbers and
+    credentials in texts (the message and a formatted traceback included), and the values of
+    sensitive field names. A text without a hint of any pattern is not scanned."""
+    masker = masking.configured()
+    for key, value in event_dict.items():
+        if key in _PLAIN_FIELDS or value is None:
+            continue
+        if masker.sensitive_field(key):
+            event_dict[key] = masking.MASK
+        elif isinstance(value, str):
+            event_dict[key] = masker.mask_text(value)
+        elif isinstance(value, dict | list | tuple):
+            event_dict[key] = masker.mask_value(value)
+    return event_dict
+
+
 def shared_processors() -> list[Processor]:
     """What every line gets, whether it came from structlog or from stdlib logging."""
     return [
@@ -58,11 +81,15 @@ def renderer_processors(fmt: str) -> list[Processor]:
         return [
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            mask_event,
             structlog.processors.EventRenamer("message"),
             structlog.processors.JSONRenderer(),
         ]
     return [
         structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        # The traceback as text, so it is masked like the rest of the line.
+        structlog.processors.format_exc_info,
+        mask_event,
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
     ]
 

@@ -42,6 +42,6 @@ def throttled(
             "rate": rate,
             "method": request.method,
             "path": request.path[:500],
-            "note": "first refusal of this window; later ones are counted in bos_security_events_total{kind=\"throttled.<scope>\"}",
+            "note": 'first refusal of this window; later ones are counted in bos_security_events_total{kind="throttled.<scope>"}',
         },
     )

@@ -34,6 +34,7 @@ from orchestrator.selectors import pipeline_plan, resolve_pipeline_version, tena
 from orchestrator.services.bulk import copy_items
 from orchestrator.services.events import ORCHESTRATOR, emit, outbox_event, transition
 from orchestrator.services.progress import advance, lock_batch, notify_parent, save_batch
+from orchestrator.services.retention import refuse_past_retention
 from orchestrator.states import BATCH_TERMINAL, BatchState, ItemState, PhaseState, TransitionNotAllowed
 from orchestrator.workflows import BATCH_START_TASK, enqueue_orchestration
 
@@ -314,6 +315,7 @@ def batch_retry(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
         batch = lock_batch(batch_id)
         if batch.state != BatchState.FAILED:
             raise Conflict("invalid_state", f"only a failed batch can be retried; this one is {batch.state}")
+        refuse_past_retention(batch)
         try:
             audit = [
                 transition(
@@ -355,6 +357,7 @@ def batch_retry_items(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
                 "invalid_state",
                 f"only a batch completed with errors has failed items to retry; this one is {batch.state}",
             )
+        refuse_past_retention(batch)
         failed = BatchItem.objects.filter(batch_id=batch.id, state=ItemState.FAILED)
         failed_phases = set(failed.values_list("failed_phase", flat=True))
         phases = list(batch.phases.all())

@@ -25,6 +25,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from orchestrator.masking import mask_value
 from orchestrator.models import Batch, OutboxEvent, StateTransition
 from orchestrator.observability import metrics, tracing
 from orchestrator.states import BATCH_TERMINAL, BatchState, check_transition
@@ -62,7 +63,8 @@ def event_envelope(
             "items_total": batch.items_total,
             "items_succeeded": batch.items_succeeded,
             "items_failed": batch.items_failed,
-            **(data or {}),
+            # An error or reason quoting a secret (a handler's message) goes out masked.
+            **(mask_value(data) if data else {}),
         },
     }
 

@@ -24,6 +24,7 @@ from django.conf import settings
 from orchestrator.breakers import breaker, seconds_until_probe
 from orchestrator.classify import RETRYABLE, ErrorClass, classify
 from orchestrator.handlers import BatchContext, ItemContext, ItemFailed, get_handler
+from orchestrator.masking import mask_error
 from orchestrator.models import Batch, BatchItem, ItemResult, PhaseRun
 from orchestrator.observability import metrics
 from orchestrator.payloads import payload_from_storage
@@ -66,7 +67,9 @@ def batch_facts(batch_id: UUID) -> Batch:
 
 
 def error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
+    """An exception as stored on an item or a result: masked, so no secret in a message
+    reaches the database (orchestrator/masking.py)."""
+    return mask_error(f"{type(exc).__name__}: {exc}")[:MAX_ERROR]
 
 
 @dataclass
@@ -188,7 +191,7 @@ def run_items(
             # breaker open: waiting is not an attempt.
             raise DependencyOpen(exc.service, seconds_until_probe(exc.service)) from exc
         except ItemFailed as exc:
-            error, error_class = str(exc)[:MAX_ERROR], ErrorClass.BAD_INPUT
+            error, error_class = mask_error(str(exc))[:MAX_ERROR], ErrorClass.BAD_INPUT
         except Exception as exc:  # noqa: BLE001 - a handler bug fails the item, not the phase
             error_class = classify(exc, settings.BOS_ERROR_RULES)
             logger.warning("item %s failed in %s (%s): %s", key, phase.name, error_class, exc)
@@ -299,6 +302,6 @@ def run_batch_handler(*, batch: Batch, phase: PhaseLike) -> BatchHandlerResult:
     except Exception as exc:  # noqa: BLE001 - recorded as the phase's failure
         logger.warning("phase %s of batch %s failed", phase.name, batch.id, exc_info=True)
         return BatchHandlerResult(
-            error=error_text(exc) + "\n" + traceback.format_exc(limit=5),
+            error=error_text(exc) + "\n" + mask_error(traceback.format_exc(limit=5)),
             error_class=classify(exc, settings.BOS_ERROR_RULES),
         )

@@ -17,6 +17,7 @@ from orchestrator.classify import ErrorClass, backoff_delay
 from orchestrator.config import runtime
 from orchestrator.decide import PhaseEvent, RetryMode, phase_target, retry_mode
 from orchestrator.insights.sla import sla_review
+from orchestrator.masking import mask_error
 from orchestrator.models import Batch, ChunkRun, OutboxEvent, PhaseRun, StateTransition
 from orchestrator.observability import spans
 from orchestrator.selectors import pipeline_plan
@@ -368,9 +369,9 @@ def phase_fail(
         batch, phases, phase = _locked_batch_and_phases(phase_run_id)
         if not _is_current(phase, phase_attempt):
             return
-        phase.error, phase.error_class = error[: MAX_ERROR * 4], error_class
+        phase.error, phase.error_class = mask_error(error)[: MAX_ERROR * 4], error_class
         _end_phase(batch, phase, phase_target(phase.state, PhaseEvent.FAIL), now, work_started_at, [])
-        data = {"phase": phase.name, "error": error[:500]}
+        data = {"phase": phase.name, "error": phase.error[:500]}
         _move_on(
             batch,
             phases,

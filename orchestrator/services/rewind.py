@@ -41,6 +41,7 @@ from orchestrator.pipelines import chunk_bounds
 from orchestrator.selectors import pipeline_plan
 from orchestrator.services.events import emit, outbox_event, transition
 from orchestrator.services.progress import advance, lock_batch, save_batch
+from orchestrator.services.retention import refuse_past_retention
 from orchestrator.states import PHASE_DONE, BatchState, ItemState, PhaseState
 
 REWIND_FROM = frozenset({BatchState.FAILED, BatchState.COMPLETED_WITH_ERRORS})
@@ -123,6 +124,7 @@ def batch_rewind(*, batch_id: Any, snapshot_id: int, actor: str, reason: str = "
     now = timezone.now()
     with transaction.atomic():
         batch = lock_batch(batch_id)
+        refuse_past_retention(batch)
         phases = list(batch.phases.order_by("position"))
         plan = _plan(batch, phases, snapshot_id)
         rerun = [p for p in phases if p.name in plan.rerun]

@@ -25,6 +25,7 @@ from orchestrator.selectors import pipeline_plan
 from orchestrator.services.events import ORCHESTRATOR, emit, outbox_event, transition
 from orchestrator.services.execution import PhaseRef, batch_facts, run_batch_handler
 from orchestrator.services.progress import lock_batch, notify_parent, save_batch
+from orchestrator.services.retention import refuse_past_retention
 from orchestrator.states import BatchState, PhaseState, TransitionNotAllowed
 from orchestrator.workflows import COMPENSATE_TASK, enqueue_orchestration
 
@@ -87,6 +88,7 @@ def batch_rollback(*, batch_id: Any, actor: str, reason: str = "") -> Batch:
                 f"a {batch.state} batch cannot be rolled back; cancel it first",
                 state=batch.state,
             )
+        refuse_past_retention(batch)
         phases = list(batch.phases.all())
         audit: list[StateTransition] = []
         try:

@@ -159,3 +159,17 @@ def hold(ctx: BatchContext) -> dict[str, Any]:
     while Path(ctx.metadata["hold"]).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     return {"held": True}
+
+
+@item_handler("test.leak")
+def leak(ctx: ItemContext) -> dict[str, Any]:
+    """Fails with the customer's e-mail and card number in its message (masking tests)."""
+    raise ValueError(f"customer {ctx.payload['email']} paid with {ctx.payload['card']}: refused")
+
+
+@batch_handler("test.leak_batch")
+def leak_batch(ctx: BatchContext) -> dict[str, Any]:
+    """Fails with a credential and an e-mail in its message (masking tests)."""
+    raise RuntimeError(
+        f"upstream refused Authorization: Bearer {ctx.metadata['token']} for {ctx.metadata['email']}"
+    )

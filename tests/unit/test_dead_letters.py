@@ -131,3 +131,15 @@ def test_a_huge_key_is_cut_too() -> None:
 def test_an_empty_message_fits_as_it_is() -> None:
     headers = dlq_headers(record(None, key=None), "empty_message", "message has no value")
     assert fit_dead_letter(None, None, headers, limit=1_048_576) == (None, None, headers)
+
+
+def test_a_dead_letter_s_reason_is_masked() -> None:
+    """A validation error may quote the record: its e-mails and credentials are masked."""
+    headers = dict(
+        dlq_headers(
+            record(b"{}"),
+            "invalid_message",
+            "data.email: 'ann@example.com' rejected, api_key=0123456789abcdef0123",
+        )
+    )
+    assert headers["bos-error"] == b"data.email: 'a***@example.com' rejected, api_key=[masked]"
