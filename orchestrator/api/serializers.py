@@ -11,7 +11,6 @@ from orchestrator.insights.projection import SlaState
 from orchestrator.insights.sla import sla_summary
 from orchestrator.kafka.messages import TENANT_PATTERN
 from orchestrator.models import Batch, BatchItem, PhaseRun, Pipeline, PipelineVersion, StateTransition
-from orchestrator.payloads import payload_from_storage
 from orchestrator.states import ItemState, reported_item_state
 
 
@@ -181,7 +180,7 @@ class ItemOutSerializer(serializers.ModelSerializer):
         fields = ["seq", "key", "state", "attempts", "failed_phase", "last_error", "error_class", "payload"]
 
     def get_payload(self, item: BatchItem) -> Any:
-        return payload_from_storage(item.payload)
+        return item.payload
 
     @extend_schema_field(serializers.ChoiceField(choices=[s.value for s in ItemState]))
     def get_state(self, item: BatchItem) -> str:
