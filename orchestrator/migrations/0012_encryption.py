@@ -27,6 +27,8 @@ def decrypt_all(apps, schema_editor):
     from orchestrator import payloads
 
     with schema_editor.connection.cursor() as cursor:
+        # Foreign keys checked at once, so no trigger event is pending at the ALTER TABLEs after.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for table, column in COLUMNS:
             last = None
             while True:
@@ -47,6 +49,7 @@ def decrypt_all(apps, schema_editor):
                 if len(rows) < 1000:
                     break
                 last = rows[-1][0]
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 class Migration(migrations.Migration):
