@@ -42,9 +42,19 @@ def pg_dump() -> str:
         assert spec is not None and spec.origin is not None
         binary = str(Path(spec.origin).parent / "pginstall" / "bin" / "pg_dump")
     db = connection.settings_dict
-    argv = [binary, "-h", db["HOST"] or "127.0.0.1", "-p", str(db["PORT"] or 5432), "-U", db["USER"] or "postgres"]
+    argv = [
+        binary,
+        "-h",
+        db["HOST"] or "127.0.0.1",
+        "-p",
+        str(db["PORT"] or 5432),
+        "-U",
+        db["USER"] or "postgres",
+    ]
     env = {"PGPASSWORD": db["PASSWORD"] or "", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([*argv, db["NAME"]], capture_output=True, text=True, env=env, timeout=300, check=True)
+    done = subprocess.run(
+        [*argv, db["NAME"]], capture_output=True, text=True, env=env, timeout=300, check=True
+    )
     return done.stdout
 
 
@@ -57,7 +67,10 @@ def client_for(username: str, tenant: str, role: str) -> APIClient:
 
 def marked_items(n: int, batch: int) -> list[dict[str, Any]]:
     return [
-        {"key": f"essay-{i}", "payload": {"text": f"Every {PAYLOAD_MARKER} student writes essay number {batch}."}}
+        {
+            "key": f"essay-{i}",
+            "payload": {"text": f"Every {PAYLOAD_MARKER} student writes essay number {batch}."},
+        }
         for i in range(n)
     ]
 

@@ -80,6 +80,9 @@ def test_rotating_while_a_10000_item_batch_runs_loses_nothing_and_leaves_no_old_
         items=[{"key": f"e{i}", "payload": {"text": text_of(i)}} for i in range(ITEMS)],
         metadata={"course": "EN101"},
     )
+    # This process is deployed with the new list too (docs/encryption.md, step 2).
+    deployed = override_settings(BOS_ENCRYPTION_KEYS=[new, *old])
+    deployed.enable()
     try:
         wait_for(lambda: worker_answers(node), timeout=60, what="the worker")
         send_requests([message], topic=topic)
@@ -93,10 +96,10 @@ def test_rotating_while_a_10000_item_batch_runs_loses_nothing_and_leaves_no_old_
             what="the batch's first results",
         )
         assert not Batch.objects.get(id=batch.id).is_terminal  # rotating while it runs
-        with override_settings(BOS_ENCRYPTION_KEYS=[new, *old]):
-            call_command("bos_rotate_keys", "--execute", "--batch-size", "1000")
+        call_command("bos_rotate_keys", "--execute", "--batch-size", "1000")
         finished = wait_for_terminal(batch.id, timeout=600)
     finally:
+        deployed.disable()
         for proc in (consumer, worker):
             proc.send_signal(signal.SIGTERM)
         for proc in (consumer, worker):
