@@ -3,6 +3,8 @@
 Fields, constraints, indexes and small properties only: every state change goes
 through a service in `orchestrator.services`. Every row that belongs to someone carries
 its tenant, so access control, retention and encryption can be added by tenant.
+Payloads, results, metadata, reports and phase outputs are `EncryptedJSONField`s:
+stored encrypted, read in clear (docs/encryption.md).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from orchestrator.encrypted_fields import EncryptedJSONField
 from orchestrator.states import BatchState, ItemState, PhaseState
 
 
@@ -90,7 +93,7 @@ class Batch(models.Model):
     state = models.CharField(max_length=32, choices=_choices(BatchState), default=BatchState.RECEIVED)
     priority = models.PositiveSmallIntegerField(default=5)
     deadline = models.DateTimeField(null=True, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = EncryptedJSONField(default=dict, blank=True, null=True)
     correlation_id = models.CharField(max_length=200, blank=True)
     # The W3C traceparent of the span that took the request in (Kafka record, REST request):
     # the batch's work and phases are traced under it (orchestrator/observability/tracing.py).
@@ -98,7 +101,7 @@ class Batch(models.Model):
     items_total = models.PositiveIntegerField(default=0)
     items_succeeded = models.PositiveIntegerField(default=0)
     items_failed = models.PositiveIntegerField(default=0)
-    report = models.JSONField(null=True, blank=True)
+    report = EncryptedJSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     # The seq of the last StateTransition; the next one gets this + 1.
     transitions_count = models.PositiveIntegerField(default=0)
@@ -164,13 +167,13 @@ class Batch(models.Model):
 
 
 class BatchItem(models.Model):
-    """One unit of work. Its payload is read and written only through `orchestrator.payloads`."""
+    """One unit of work. Its payload is stored encrypted, through `orchestrator.payloads`."""
 
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
     seq = models.PositiveIntegerField()
     key = models.CharField(max_length=200)
-    payload = models.JSONField(null=True)  # None: purged by retention (Batch.purged_at)
+    payload = EncryptedJSONField(null=True)  # None: purged by retention (Batch.purged_at)
     state = models.CharField(max_length=16, choices=_choices(ItemState), default=ItemState.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     failed_phase = models.CharField(max_length=64, blank=True)
@@ -205,7 +208,7 @@ class PhaseRun(models.Model):
     items_total = models.PositiveIntegerField(default=0)
     items_done = models.PositiveIntegerField(default=0)
     items_failed = models.PositiveIntegerField(default=0)
-    output = models.JSONField(null=True, blank=True)
+    output = EncryptedJSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     # Why a phase was skipped (its condition, or a skipped dependency).
     skip_reason = models.CharField(max_length=500, blank=True)
@@ -275,7 +278,7 @@ class ItemResult(models.Model):
         PhaseRun, on_delete=models.CASCADE, related_name="item_results", db_index=False
     )
     ok = models.BooleanField()
-    output = models.JSONField(null=True, blank=True)
+    output = EncryptedJSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     error_class = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -128,7 +128,22 @@ def encryption_keys(environment: str) -> list[str]:
                 "BOS_ENCRYPTION_KEYS must be comma-separated Fernet keys "
                 "(url-safe base64 of 32 bytes), newest first"
             )
+    if environment == "production" and set(keys) & _dev_encryption_keys():
+        raise ImproperlyConfigured(
+            f"BOS_ENCRYPTION_KEYS holds the generated development key of {BOS_HOME / 'encryption_keys'}: "
+            "generate production keys (docs/encryption.md)"
+        )
     return keys
+
+
+def _dev_encryption_keys() -> set[str]:
+    """The keys of the generated development file, if there is one (never valid in production)."""
+    path = BOS_HOME / "encryption_keys"
+    try:
+        text = path.read_text()
+    except OSError:
+        return set()
+    return {k.strip() for k in text.split(",") if k.strip()}
 
 
 def port(name: str, default: int) -> int:

@@ -15,7 +15,6 @@ from orchestrator.insights.sla import sla_summary
 from orchestrator.kafka.messages import TENANT_PATTERN
 from orchestrator.masking import mask_error, mask_value
 from orchestrator.models import Batch, BatchItem, PhaseRun, Pipeline, PipelineVersion, StateTransition
-from orchestrator.payloads import payload_from_storage
 from orchestrator.states import ItemState, reported_item_state
 
 
@@ -205,7 +204,7 @@ class ItemOutSerializer(serializers.ModelSerializer):
         fields = ["seq", "key", "state", "attempts", "failed_phase", "last_error", "error_class", "payload"]
 
     def get_payload(self, item: BatchItem) -> Any:
-        return payload_from_storage(item.payload)
+        return item.payload
 
     def to_representation(self, instance: BatchItem) -> dict[str, Any]:
         data: dict[str, Any] = super().to_representation(instance)

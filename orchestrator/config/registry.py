@@ -154,9 +154,10 @@ SETTINGS: tuple[Setting, ...] = (
         "BOS_ENCRYPTION_KEYS",
         "secret",
         None,
-        "Comma-separated Fernet keys, newest first (rotation: `manage.py bos_rotate_keys`).",
+        "Comma-separated Fernet keys, newest first: the newest encrypts payloads, results, metadata and "
+        "reports at rest, any decrypts (docs/encryption.md; rotation: `manage.py bos_rotate_keys`).",
         _SERVICES,
-        default_text="generated into `.bos/encryption_keys`; refused in production",
+        default_text="generated into `.bos/encryption_keys`; refused in production, as is that generated key",
     ),
     S(
         "BOS_ENV",

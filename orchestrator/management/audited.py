@@ -13,10 +13,11 @@ their services as well.
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
 from orchestrator import access, audit
 from orchestrator.access import Do, User
@@ -25,7 +26,17 @@ from orchestrator.audit.who import user as user_actor
 
 # Option values never written to the audit log.
 SECRET_OPTIONS = {"password", "token", "key", "keys"}
-QUIET_OPTIONS = {"verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color", "skip_checks"}
+QUIET_OPTIONS = {
+    "verbosity",
+    "settings",
+    "pythonpath",
+    "traceback",
+    "no_color",
+    "force_color",
+    "skip_checks",
+    "stdout",
+    "stderr",
+}
 
 
 def _loggable(options: dict[str, Any]) -> dict[str, Any]:
@@ -34,6 +45,17 @@ def _loggable(options: dict[str, Any]) -> dict[str, Any]:
         for key, value in options.items()
         if key not in QUIET_OPTIONS and key not in SECRET_OPTIONS
     }
+
+
+def _add_as_user(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    parser.add_argument(
+        "--as-user",
+        dest="as_user",
+        default=default,
+        metavar="USERNAME",
+        help="act as this user (their roles are checked; actor user:USERNAME); default: the system "
+        "actor system:<command>",
+    )
 
 
 class AuditedCommand(BaseCommand):
@@ -46,17 +68,18 @@ class AuditedCommand(BaseCommand):
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.add_argument(
-            "--as-user",
-            dest="as_user",
-            default="",
-            metavar="USERNAME",
-            help="act as this user (their roles are checked; actor user:USERNAME); default: the system "
-            "actor system:<command>",
-        )
+        _add_as_user(parser, default="")
+        # Also after a sub-command (`bos_snapshot rewind ID --as-user ann`); SUPPRESS keeps a
+        # value given before it.
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    _add_as_user(sub, default=argparse.SUPPRESS)
         return parser
 
     def execute(self, *args: Any, **options: Any) -> Any:
+        if options.get("stderr"):
+            self.stderr = OutputWrapper(options["stderr"])
         username = options.get("as_user") or ""
         if username:
             found = get_user_model().objects.filter(username=username, is_active=True).first()

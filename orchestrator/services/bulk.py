@@ -1,12 +1,12 @@
 """Bulk writes on the hot path, in plain SQL: one statement per chunk, no model objects.
 
 Building thousands of model instances costs more than the database work itself, so
-items are stored with COPY and a chunk's results with one multi-row INSERT.
+items are stored with COPY and a chunk's results with one multi-row INSERT. Payloads and
+outputs are encrypted here as the ORM's EncryptedJSONField would (orchestrator.payloads).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +15,7 @@ from uuid import UUID
 
 from django.db import connection
 
-from orchestrator.payloads import payload_to_storage
+from orchestrator.payloads import encrypt
 from orchestrator.states import ItemState, PhaseState
 
 
@@ -35,7 +35,7 @@ def copy_items_many(batches: Iterable[tuple[UUID, int, Iterable[dict[str, Any]]]
     ):
         for batch_id, tenant_id, items in batches:
             for seq, item in enumerate(items):
-                payload = json.dumps(payload_to_storage(item.get("payload")), separators=(",", ":"))
+                payload = encrypt(item.get("payload"))
                 copy.write_row(
                     (batch_id, tenant_id, seq, item["key"], payload, ItemState.PENDING, 0, "", "", "")
                 )
@@ -95,7 +95,7 @@ def record_chunk_results(
         " ON CONFLICT (phase_run_id, start) DO NOTHING RETURNING id)"
     ]
     if rows:
-        values = ",".join(["(%s::bigint, %s::boolean, %s::jsonb, %s::text, %s::text)"] * len(rows))
+        values = ",".join(["(%s::bigint, %s::boolean, %s::text, %s::text, %s::text)"] * len(rows))
         parts.append(
             ", results AS (INSERT INTO orchestrator_itemresult"
             " (item_id, phase_run_id, ok, output, error, error_class, created_at)"
@@ -106,7 +106,7 @@ def record_chunk_results(
         )
         params.append(phase_run_id)
         for item_id, ok, output, error, error_class in rows:
-            params += [item_id, ok, None if output is None else json.dumps(output), error, error_class]
+            params += [item_id, ok, encrypt(output), error, error_class]
     if failures:
         values = ",".join(["(%s::bigint, %s::text, %s::text)"] * len(failures))
         parts.append(

@@ -26,7 +26,6 @@ from django.db import connection, transaction
 
 from orchestrator.models import Batch, BatchItem, PhaseRun
 from orchestrator.observability import tracing
-from orchestrator.payloads import payload_from_storage
 from orchestrator.selectors import pipeline_plan
 from orchestrator.services.batches import BatchRequest, batch_create
 from orchestrator.services.phases import phase_complete, phase_fail
@@ -71,7 +70,7 @@ def child_batch_start(*, phase_run_id: int) -> Batch | None:
         spec = pipeline_plan(parent.pipeline_version).phase(phase.name)
         assert spec.pipeline is not None
         items = [
-            {"key": key, "payload": payload_from_storage(payload)}
+            {"key": key, "payload": payload}
             for key, payload in BatchItem.objects.filter(batch_id=parent.id)
             .exclude(state=ItemState.FAILED)
             .order_by("seq")

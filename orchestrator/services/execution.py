@@ -27,7 +27,6 @@ from orchestrator.handlers import BatchContext, ItemContext, ItemFailed, get_han
 from orchestrator.masking import mask_error
 from orchestrator.models import Batch, BatchItem, ItemResult, PhaseRun
 from orchestrator.observability import metrics
-from orchestrator.payloads import payload_from_storage
 from orchestrator.selectors import iter_item_results, pipeline_plan
 from orchestrator.service_clients.context import handler_call_context
 from orchestrator.service_clients.errors import CircuitOpen
@@ -114,7 +113,7 @@ ItemRow = tuple[int, str, Any, str]
 
 
 def load_items(batch_id: UUID, start: int, end: int) -> list[ItemRow]:
-    """(id, key, stored payload, state) of items [start, end), in order."""
+    """(id, key, payload, state) of items [start, end), in order."""
     return list(
         BatchItem.objects.filter(batch_id=batch_id, seq__gte=start, seq__lt=end)
         .order_by("seq")
@@ -171,7 +170,7 @@ def run_items(
             continue
         ctx = ItemContext(
             key=key,
-            payload=payload_from_storage(payload),
+            payload=payload,
             metadata=batch.metadata,
             options=spec.options,
             results=prior.get(item_id, {}),

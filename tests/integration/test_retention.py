@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 
 from orchestrator.config import reload, store
@@ -22,7 +22,7 @@ from orchestrator.services.batches import batch_retry
 from orchestrator.services.retention import plan, purge
 from tasks.retention import retention_purge_task
 from tests.support.clock import days_later
-from tests.support.factories import BatchFactory, TenantFactory
+from tests.support.factories import BatchFactory, MembershipFactory, TenantFactory, UserFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("transactional_db")]
 
@@ -235,10 +235,10 @@ def test_the_command_shows_what_is_due_then_purges_it_and_audits(tenants: dict[s
     )
     kept = make_batch(tenants["acme"], state="completed", finished_at=days_later(-DEFAULT_DAYS + 1))
 
-    out = io.StringIO()
-    call_command("bos_retention", stdout=out)
+    out, err = io.StringIO(), io.StringIO()
+    call_command("bos_retention", stdout=out, stderr=err)
     text = out.getvalue()
-    assert "acting as system:retention" in text
+    assert "acting as system:bos_retention" in err.getvalue()
     assert "dry run: nothing purged" in text
     acme_row = next(line for line in text.splitlines() if "acme" in line)
     cells = [cell.strip() for cell in acme_row.split("│")]
@@ -246,7 +246,8 @@ def test_the_command_shows_what_is_due_then_purges_it_and_audits(tenants: dict[s
     assert_intact(due)
 
     out = io.StringIO()
-    call_command("bos_retention", "--execute", "--as", "ann", stdout=out)
+    UserFactory(username="ann", is_superuser=True, is_staff=True)
+    call_command("bos_retention", "--execute", "--as-user", "ann", stdout=out)
     assert f"purged 1 batch(es): {ITEMS} item payload(s), {ITEMS} item result(s)" in out.getvalue()
     assert Batch.objects.get(id=due.batch.id).purged_at is not None
     assert_intact(kept)
@@ -271,3 +272,22 @@ def test_the_beat_task_purges_as_the_retention_actor(tenants: dict[str, Tenant])
     record = AuditRecord.objects.get(action="retention.purge")
     assert record.actor == "system:retention"
     assert record.detail["tenants"] == {"globex": {"batches": 1, "items": ITEMS, "results": ITEMS}}
+
+
+def test_a_named_user_purges_only_the_tenants_they_administer(tenants: dict[str, Tenant]) -> None:
+    due = make_batch(
+        tenants["acme"], state="completed", finished_at=days_later(-DEFAULT_DAYS, extra_seconds=-60)
+    )
+    MembershipFactory(user=UserFactory(username="ops"), tenant=tenants["acme"], role="operator")
+    with pytest.raises(CommandError, match="needs a superuser"):
+        call_command("bos_retention", "--execute", "--as-user", "ops", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="needs administer"):
+        call_command(
+            "bos_retention", "--tenant", "acme", "--execute", "--as-user", "ops", stdout=io.StringIO()
+        )
+    assert Batch.objects.get(id=due.batch.id).purged_at is None
+    assert AuditRecord.objects.filter(action="command.bos_retention", outcome="denied").count() == 2
+
+    MembershipFactory(user=UserFactory(username="boss"), tenant=tenants["acme"], role="admin")
+    call_command("bos_retention", "--tenant", "acme", "--execute", "--as-user", "boss", stdout=io.StringIO())
+    assert Batch.objects.get(id=due.batch.id).purged_at is not None

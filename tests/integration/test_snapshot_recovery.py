@@ -15,7 +15,7 @@ from orchestrator.models import Batch, BatchSnapshot, ChunkRun, ItemResult, Phas
 from orchestrator.services.batches import batch_create
 from orchestrator.services.consistency import check_batches
 from orchestrator.services.snapshots import latest_snapshot, snapshot_running_batches
-from tests.support.factories import batch_request, publish_test_pipeline
+from tests.support.factories import MembershipFactory, UserFactory, batch_request, publish_test_pipeline
 from tests.support.waiting import wait_for, wait_for_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("celery_worker", "test_pipelines")]
@@ -92,9 +92,10 @@ def test_an_operator_rewinds_a_batch_to_a_snapshot_and_it_runs_again_from_there(
     assert "items pending again: 12; item results cleared: 12" in dry
     assert Batch.objects.get(id=batch.id).state == "completed_with_errors"
 
+    MembershipFactory(user=UserFactory(username="op"), tenant=batch.tenant, role="operator")
     run(
         "bos_snapshot", "rewind", str(batch.id), "--snapshot", str(snapshot.id),
-        "--execute", "--reason", "gate fixed", "--as", "op",
+        "--execute", "--reason", "gate fixed", "--as-user", "op",
     )  # fmt: skip
     done = wait_for_terminal(batch.id)
 

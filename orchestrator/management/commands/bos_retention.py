@@ -1,4 +1,4 @@
-"""`manage.py bos_retention [--tenant SLUG …] [--execute] [--chunk N] [--as USER]`: what
+"""`manage.py bos_retention [--tenant SLUG …] [--execute] [--chunk N] [--as-user USER]`: what
 retention would purge now, per tenant (batches past their retention, their items'
 payloads, their item results, and audit records past the audit log's own retention);
 with `--execute`, purge it with a progress bar and write an audit record
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import IO, Any, cast
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from orchestrator import audit
-from orchestrator.audit.who import Who, system, user
+from orchestrator.access import Do
+from orchestrator.management.audited import AuditedCommand
 from orchestrator.models import Tenant
 from orchestrator.services.retention import CHUNK, Plan, plan, purge, record_purge
 
@@ -49,7 +49,7 @@ def _table(result: Plan, *, execute: bool) -> Table:
     return table
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = (
         "Show what retention would purge now, per tenant: batches past their tenant's retention_days "
         "(their item payloads, item results, phase outputs and report), and audit records past "
@@ -61,12 +61,6 @@ class Command(BaseCommand):
         parser.add_argument("--execute", action="store_true", help="purge (default: only show what is due)")
         parser.add_argument(
             "--chunk", type=int, default=CHUNK, help=f"items per transaction (default {CHUNK})"
-        )
-        parser.add_argument(
-            "--as",
-            dest="user",
-            default="",
-            help="the operator's username (actor user:NAME; default system:retention)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -80,8 +74,10 @@ class Command(BaseCommand):
             missing = sorted(set(options["tenant"]) - {t.slug for t in tenants})
             if missing:
                 raise CommandError(f"no such tenant: {', '.join(missing)}")
-        actor = user(options["user"]) if options["user"] else system("retention")
-        console.print(f"acting as {actor}")
+        if tenants is None:
+            self.require_platform()  # every tenant, and the audit log, which is no tenant's
+        for tenant in tenants or []:
+            self.require(Do.ADMINISTER, tenant.id)
         due = plan(tenants=tenants)
         console.print(_table(due, execute=options["execute"]))
         if tenants is not None:
@@ -89,17 +85,14 @@ class Command(BaseCommand):
         if not options["execute"]:
             console.print("dry run: nothing purged; add --execute to purge")
             return
-        with (
-            audit.acting_as(Who(actor=actor)),
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=console,
-                transient=True,
-            ) as progress,
-        ):
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
             bars = {
                 "items": progress.add_task("item payloads", total=due.items),
                 "audit_records": progress.add_task(

@@ -102,9 +102,6 @@ class Command(AuditedCommand):
         )
         rewind.add_argument("--execute", action="store_true", help="rewind (default: only print the plan)")
         rewind.add_argument("--reason", default="", help="why, for the batch's history")
-        rewind.add_argument(
-            "--as", dest="user", default="", help="the operator's username (actor user:NAME; default system)"
-        )
         parser.add_argument("--batch", help="show this batch's snapshot history")
         parser.add_argument("--stalled", action="store_true", help="list only stalled batches")
         parser.add_argument(
@@ -142,7 +139,6 @@ class Command(AuditedCommand):
             self._overview(console, stalled, only_stalled=options["stalled"], limit=options["limit"])
 
     def _rewind(self, console: Console, options: dict[str, Any]) -> None:
-        actor = f"user:{options['user']}" if options["user"] else self.actor
         try:
             batch_id = uuid.UUID(options["batch"])
             self.require(
@@ -150,7 +146,10 @@ class Command(AuditedCommand):
             )
             if options["execute"]:
                 plan = batch_rewind(
-                    batch_id=batch_id, snapshot_id=options["snapshot"], actor=actor, reason=options["reason"]
+                    batch_id=batch_id,
+                    snapshot_id=options["snapshot"],
+                    actor=self.actor,
+                    reason=options["reason"],
                 )
             else:
                 plan = rewind_plan(batch_id=batch_id, snapshot_id=options["snapshot"])
