@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install browsers run demo test lint docs typecheck schemas bench bench-ingest bench-check bench-metrics bench-dashboard services services-down clean
+.PHONY: install browsers run demo test lint docs typecheck schemas bench bench-ingest bench-check bench-metrics bench-security bench-dashboard services services-down clean
 
 install: $(STAMP)
 
@@ -76,6 +76,10 @@ bench-ingest: install
 # What the metrics cost per query, per request and task, per scrape (docs/benchmarks.md).
 bench-metrics: install
 	$(PY) -m bos_project.devservices run -- $(PY) -m benchmarks.metrics_overhead
+
+# What encryption at rest and masking cost per value, beside JSON alone (docs/benchmarks.md).
+bench-security: install
+	$(OFFLINE_ENV) $(PY) -m benchmarks.security_overhead
 
 # What /dashboard/'s reads cost over a week of work, and over a month (docs/dashboard.md).
 bench-dashboard: install

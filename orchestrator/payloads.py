@@ -8,7 +8,7 @@ that stores or reads them goes through here: the ORM through `EncryptedJSONField
 and key rotation (`manage.py bos_rotate_keys`) by calling these functions.
 
 A stored value is either a token or, for a row written before encryption existed
-(migration 0012 turned the jsonb columns into text), the plain JSON text: a JSON text
+(migration 0013_encryption turned the jsonb columns into text), the plain JSON text: a JSON text
 never starts like a token, so each is told apart; rotation encrypts the plain ones.
 Python `None` is SQL NULL (no value, or one purged by retention), never a token.
 """
