@@ -70,6 +70,7 @@ def rows_for(name: str, value: Any) -> list[tuple[str, float, float]]:
     oldest_key, *newer = (Fernet.generate_key().decode() for _ in range(3))
     with override_settings(BOS_ENCRYPTION_KEYS=[oldest_key]):
         oldest = payloads.encrypt(value)
+    assert oldest is not None
     keys = [*newer, oldest_key]  # what was the newest key is now the third
     aes = AESGCM(AESGCM.generate_key(bit_length=256))
     nonce = os.urandom(12)

@@ -198,6 +198,11 @@ BOS_BREAKER_FORECAST_SECONDS = env.float("BOS_BREAKER_FORECAST_SECONDS", default
 # --- security (docs/security.md) ---
 # How long audit records are kept (runtime audit_retention_days); beat purges older ones.
 BOS_AUDIT_RETENTION_DAYS = positive_int("BOS_AUDIT_RETENTION_DAYS", 365)
+# --- security monitoring (docs/security.md#monitoring); all runtime ---
+BOS_SECURITY_REFUSALS_ALERT = positive_int("BOS_SECURITY_REFUSALS_ALERT", 20)
+BOS_SECURITY_CROSS_TENANT_ALERT = positive_int("BOS_SECURITY_CROSS_TENANT_ALERT", 3)
+BOS_SECURITY_THROTTLED_ALERT = positive_int("BOS_SECURITY_THROTTLED_ALERT", 5)
+BOS_PAYLOAD_READ_ALERT_ITEMS = positive_int("BOS_PAYLOAD_READ_ALERT_ITEMS", 10_000)
 # --- security: masking and retention (docs/masking.md, docs/retention.md); all runtime ---
 from orchestrator.masking import DEFAULT_FIELDS as _DEFAULT_MASK_FIELDS  # noqa: E402
 

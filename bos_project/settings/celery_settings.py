@@ -72,6 +72,8 @@ CELERY_TASK_ROUTES = {
     "tasks.maintenance.consumer_lag_check_task": {"queue": QUEUE_BATCH},
     # Retention purges in many short transactions: off orchestration.
     "tasks.retention.*": {"queue": QUEUE_BATCH},
+    # Security alerts read the audit log's last hour: off orchestration.
+    "tasks.security.*": {"queue": QUEUE_BATCH},
 }
 # Celery's own logging setup is skipped (bos_project/celery.py): Django's LOGGING is used.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -83,6 +85,7 @@ CELERY_IMPORTS = [
     "tasks.analytics",
     "tasks.insights",
     "tasks.retention",
+    "tasks.security",
 ]
 # Celery's Django fix-up closes the database connection around every task unless this
 # is set, so each task would pay for a new PostgreSQL connection. Reuse it for this many
@@ -136,5 +139,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "tasks.retention.retention_purge_task",
         "schedule": 3600.0,
         "options": {"expires": 1800},
+    },
+    # Security alerts from the audit log (docs/security.md#monitoring): two aggregate
+    # queries over its last hour; each alert once per actor and window.
+    "security-watch": {
+        "task": "tasks.security.security_watch_task",
+        "schedule": 60.0,
+        "options": {"expires": 60},
     },
 }

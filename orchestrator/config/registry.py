@@ -755,6 +755,56 @@ SETTINGS: tuple[Setting, ...] = (
         default_text="unset: `/metrics` needs no token (`check --deploy` warns in production)",
     ),
     # --- end of security: rate limits, logins, API tokens, hardened edges ---
+    # --- security monitoring: alerts raised from the audit log (docs/security.md#monitoring) ---
+    S(
+        "BOS_SECURITY_REFUSALS_ALERT",
+        "int",
+        20,
+        "Refused requests (denied by role, bad credentials) of one actor within 15 minutes, or failed "
+        "admin logins from one address, that raise a `security.refusals` / `security.login_failures` alert.",
+        _SECURITY,
+        kind=R,
+        key="security_refusals_alert",
+        min=1,
+        max=100_000,
+    ),
+    S(
+        "BOS_SECURITY_CROSS_TENANT_ALERT",
+        "int",
+        3,
+        "Reads or writes of another tenant's objects by one actor (or token) within 15 minutes that raise a "
+        "`security.cross_tenant` alert.",
+        _SECURITY,
+        kind=R,
+        key="security_cross_tenant_alert",
+        min=1,
+        max=100_000,
+    ),
+    S(
+        "BOS_SECURITY_THROTTLED_ALERT",
+        "int",
+        5,
+        "Minutes in which one caller was throttled (one `api.throttled` record per limit and minute), "
+        "within 15 minutes, that raise a `security.throttled` alert.",
+        _SECURITY,
+        kind=R,
+        key="security_throttled_alert",
+        min=1,
+        max=1000,
+    ),
+    S(
+        "BOS_PAYLOAD_READ_ALERT_ITEMS",
+        "int",
+        10_000,
+        "Items whose payloads or results one actor read in the last hour above which, when it is also "
+        "over 3× the most they read in any hour of the previous 7 days, a `security.payload_reads` "
+        "alert is raised.",
+        _SECURITY,
+        kind=R,
+        key="payload_read_alert_items",
+        min=1,
+        max=100_000_000,
+    ),
     # --- security: masking and retention (docs/masking.md, docs/retention.md) ---
     S(
         "BOS_AUDIT_RETENTION_DAYS",

@@ -22,6 +22,7 @@ from orchestrator.dashboard import formatting, selectors
 from orchestrator.dashboard.probes import Probe, Probes
 from orchestrator.dashboard.windows import Window, ratio_series
 from orchestrator.models import Batch, Tenant
+from orchestrator.security import logins, tokens, watch
 from orchestrator.states import BatchState
 
 Chart = dict[str, Any]
@@ -58,6 +59,23 @@ ALERT_COLOURS = {
     "rising_error_rate": "#ef4444",
 }
 OTHER_COLOUR = "#64748b"
+SECURITY_COLOURS = {
+    "denied": "#f59e0b",
+    "cross_tenant": "#b91c1c",
+    "login_failed": "#8b5cf6",
+    "login_locked_out": "#5b21b6",
+    "throttled": "#0ea5e9",
+    "token_new_address": "#ec4899",
+}
+SECURITY_LABELS = {
+    "denied": "refused",
+    "cross_tenant": "another tenant's object",
+    "login_failed": "failed login",
+    "login_locked_out": "login locked out",
+    "throttled": "throttled minute",
+    "token_new_address": "token from a new address",
+}
+SECURITY_ALERT_KINDS = (*watch.KINDS, logins.LOCKOUT_ALERT, tokens.NEW_ADDRESS_ALERT)
 BREAKER_TONES = {"closed": "ok", "half-open": "warn", "open": "bad"}
 SLA_TONES = {selectors.SLA_AT_RISK: "warn", selectors.SLA_BREACHED: "bad"}
 
@@ -102,6 +120,8 @@ class Dashboard:
     insights: list[dict[str, Any]] = field(default_factory=list)
     active_batches: list[dict[str, Any]] = field(default_factory=list)
     finished_batches: list[dict[str, Any]] = field(default_factory=list)
+    security: bool = False  # the viewer may read the audit log (admin somewhere)
+    security_alerts: list[dict[str, Any]] = field(default_factory=list)
     breakers: Probe | None = None
     queues: Probe | None = None
     lag: Probe | None = None
@@ -361,6 +381,49 @@ def _num(value: Any) -> str:
     return formatting.number(value, digits=0 if float(value).is_integer() else 2)
 
 
+# -- security: from the audit log ------------------------------------------------------------
+
+
+def security_panel(board: Dashboard, viewer: selectors.Viewer) -> None:
+    """Refusals, failed logins, throttling, cross-tenant attempts and token misuse over
+    the window, payload items read, and the security alerts (orchestrator.security.watch)."""
+    board.security = True
+    window, now = board.window, board.now
+    start = window.start(now)
+    counts = selectors.security_events(viewer, start=start, step=window.step)
+    kinds = [k for k in SECURITY_COLOURS if any(kind == k for _, kind in counts)]
+    board.charts["security"] = (
+        _time_chart(
+            window,
+            now,
+            [
+                {
+                    "label": SECURITY_LABELS[kind],
+                    "data": window.series(now, {at: n for (at, k), n in counts.items() if k == kind}),
+                    "color": SECURITY_COLOURS[kind],
+                }
+                for kind in kinds
+            ],
+            unit="events",
+            integer=True,
+        )
+        if counts
+        else None
+    )
+    board.security_alerts = selectors.alerts(viewer, start=start, kinds=SECURITY_ALERT_KINDS)
+    total = sum(counts.values())
+    read = selectors.payload_items_read(viewer, start=start)
+    board.tiles.append(
+        Tile(
+            "security events",
+            formatting.compact(total),
+            f"{formatting.number(len(board.security_alerts))} alerts · "
+            f"{formatting.compact(read)} payload items read",
+            tone="bad" if board.security_alerts else ("warn" if total else "ok"),
+        )
+    )
+
+
 # -- batches --------------------------------------------------------------------------------
 
 
@@ -474,6 +537,8 @@ def build(viewer: selectors.Viewer, window: Window, now: datetime, probes: Probe
     fingerprints_panel(board, viewer)
     duration_panel(board, viewer)
     alert_panels(board, viewer)
+    if access.may_somewhere(viewer.user, access.Do.ADMINISTER):
+        security_panel(board, viewer)
     if probes is not None:
         service_panels(board, probes)
     return board

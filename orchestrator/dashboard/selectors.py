@@ -33,11 +33,14 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 
 from orchestrator import access
 from orchestrator.access import User
 from orchestrator.analytics import top_errors
-from orchestrator.models import Alert, Batch, ChunkRun, OutboxEvent, PhaseRun, Tenant
+from orchestrator.models import Alert, AuditRecord, Batch, ChunkRun, OutboxEvent, PhaseRun, Tenant
+from orchestrator.security.watch import EVENT_KIND, EVENT_RECORDS
 from orchestrator.states import BATCH_TERMINAL, PHASE_DONE, BatchState, PhaseState
 
 # The event that ends a batch, per terminal state: `batch.completed` → `completed`, ….
@@ -168,6 +171,35 @@ def alerts(
         .values("id", "kind", "tenant__slug", "message", "details", "created_at", "acknowledged_at")[:limit]
     )
     return [dict(r) for r in rows]
+
+
+def _audit_of(viewer: Viewer) -> QuerySet[AuditRecord]:
+    """The audit records the viewer may read: those of tenants they administer (the audit
+    log's rule, `GET /api/v1/audit/`); what belongs to no tenant, superusers only."""
+    scoped = access.scope(AuditRecord.objects.all(), viewer.user, "tenant_id", access.Do.ADMINISTER)
+    return scoped if viewer.tenant_id is None else scoped.filter(tenant_id=viewer.tenant_id)
+
+
+def security_events(viewer: Viewer, *, start: datetime, step: timedelta) -> dict[tuple[datetime, str], int]:
+    """Security events since `start` (refusals, failed logins, lockouts, throttled minutes,
+    cross-tenant attempts, new token addresses: `security.watch.EVENT_KIND`), per bucket
+    and kind, from the audit log (indexed on its time)."""
+    rows = (
+        _audit_of(viewer)
+        .filter(EVENT_RECORDS, at__gte=start)
+        .annotate(kind=EVENT_KIND, bucket=DateBin(step, "at", start))
+        .values("bucket", "kind")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return {(r["bucket"], r["kind"]): r["n"] for r in rows if r["kind"]}
+
+
+def payload_items_read(viewer: Viewer, *, start: datetime) -> int:
+    """Items whose payloads or results were read since `start` (`payload_read` records)."""
+    items = Cast(KT("detail__items"), IntegerField())
+    found = _audit_of(viewer).filter(action="payload_read", at__gte=start).aggregate(n=Sum(items))
+    return int(found["n"] or 0)
 
 
 def alert_counts(viewer: Viewer, *, start: datetime, step: timedelta) -> dict[tuple[datetime, str], int]:

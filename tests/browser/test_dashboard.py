@@ -15,7 +15,14 @@ from django.utils import timezone
 
 from orchestrator.breakers import NAMESPACE, _client, breaker
 from tests.support.browser import BrowserPage
-from tests.support.dashboard_data import PASSWORD, member, service_alert, superuser, tenant_data
+from tests.support.dashboard_data import (
+    PASSWORD,
+    member,
+    security_data,
+    service_alert,
+    superuser,
+    tenant_data,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -35,6 +42,7 @@ CHARTS_JS = """
 """
 USER_CHARTS = {"throughput", "batches", "durations", "error_rate", "alerts"}
 SERVICE_CHARTS = {"queues", "lag"}
+SECURITY_CHARTS = {"security"}
 
 
 @pytest.fixture
@@ -52,6 +60,7 @@ def two_tenants() -> dict[str, Any]:
     now = timezone.now()
     data = {"acme": tenant_data("acme", now), "zeta": tenant_data("zeta", now, finished=2)}
     service_alert(now)
+    security_data(data["acme"].tenant, now)
     return data
 
 
@@ -78,11 +87,14 @@ def test_a_superuser_sees_every_chart_drawn_with_data(
 
     assert browser_page.page.url.endswith("/dashboard/")
     found = charts(browser_page)
-    assert_drawn_with_data(found, USER_CHARTS | SERVICE_CHARTS)
+    assert_drawn_with_data(found, USER_CHARTS | SERVICE_CHARTS | SECURITY_CHARTS)
     items = two_tenants["acme"].items_succeeded + two_tenants["zeta"].items_succeeded
     assert sum(d["sum"] for d in found["throughput"]["datasets"]) * 1800 == pytest.approx(
         items + two_tenants["acme"].items_failed + two_tenants["zeta"].items_failed, abs=0.01
     )
+    security = browser_page.page.inner_text("#panel-security")
+    assert "security.login_failures" in security and "203.0.113.50" in security
+    assert sum(d["sum"] for d in found["security"]["datasets"]) == 6  # 3 refused, 2 logins, 1 throttled
     breakers = browser_page.page.inner_text("#panel-breakers")
     assert open_breaker in breakers and "open" in breakers
     text = browser_page.page.inner_text("main")

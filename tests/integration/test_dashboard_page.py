@@ -18,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from tests.support.dashboard_data import member, service_alert, superuser, tenant_data
+from tests.support.dashboard_data import member, security_data, service_alert, superuser, tenant_data
 from tests.support.factories import BatchFactory, ChunkRunFactory, MembershipFactory, PipelineVersionFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -295,3 +295,26 @@ def test_a_kafka_that_does_not_answer_shows_lag_unavailable_without_holding_the_
     assert "Unavailable: " in response.content.decode()
     # The page waited for the probes at most their deadline (plus the page's own work).
     assert took < settings.BOS_DASHBOARD_PROBE_SECONDS + 3
+
+
+def test_security_events_are_shown_to_admins_of_their_tenant_and_all_of_them_to_superusers() -> None:
+    now = timezone.now()
+    acme, zeta = tenant_data("acme", now), tenant_data("zeta", now)
+    security_data(acme.tenant, now)
+    security_data(zeta.tenant, now)
+
+    viewer = logged_in(member(acme.tenant, "vic"))
+    assert 'id="panel-security"' not in viewer.get(URL).content.decode()
+
+    admin = logged_in(member(acme.tenant, "ada", role="admin")).get(URL)
+    chart = charts_of(admin)["security"]
+    # acme's three refusals; the failed logins and the throttled minute belong to no tenant.
+    assert [(d["label"], sum(d["data"])) for d in chart["datasets"]] == [("refused", 3)]
+    page = admin.content.decode()
+    assert "250 payload items read" in page and "security.login_failures" not in page
+
+    root = logged_in(superuser()).get(URL)
+    totals = {d["label"]: sum(d["data"]) for d in charts_of(root)["security"]["datasets"]}
+    assert totals == {"refused": 6, "failed login": 4, "throttled minute": 2}
+    page = root.content.decode()
+    assert "security.login_failures" in page and "500 payload items read" in page

@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 
 from orchestrator.analytics import hour_of
-from orchestrator.models import Batch, Tenant
+from orchestrator.models import AuditRecord, Batch, Tenant
 from tests.support.factories import (
     AlertFactory,
     BatchFactory,
@@ -226,6 +226,32 @@ def service_alert(now: datetime) -> None:
             "seconds_to_trip": 300,
         },
         at=now - timedelta(minutes=6),
+    )
+
+
+def security_data(tenant: Tenant, now: datetime) -> None:
+    """The audit log's security events of the last hour: refusals in `tenant`, failed
+    logins and a throttled minute of no tenant, and a security alert (superusers see it)."""
+    at = now - timedelta(minutes=20)
+    for n in range(3):
+        AuditRecord.objects.create(
+            at=at, actor="user:vic", action="batch.cancel", outcome="denied", tenant=tenant, detail={"n": n}
+        )
+    for n in range(2):
+        AuditRecord.objects.create(
+            at=at, actor="anonymous", ip="203.0.113.50", action="login_failed", outcome="denied",
+            detail={"username": f"guess{n}"},
+        )  # fmt: skip
+    AuditRecord.objects.create(at=at, actor="user:flood", action="api.throttled", outcome="denied")
+    AuditRecord.objects.create(
+        at=at, actor="user:ann", action="payload_read", tenant=tenant, detail={"items": 250}
+    )
+    AlertFactory(
+        tenant=None,
+        kind="security.login_failures",
+        message="20 failed admin logins from 203.0.113.50 in 15 minutes",
+        details={"who": "203.0.113.50", "count": 20},
+        at=now - timedelta(minutes=19),
     )
 
 
