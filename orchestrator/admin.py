@@ -47,6 +47,7 @@ from orchestrator.config import store as config_store
 from orchestrator.errors import OrchestrationError
 from orchestrator.models import (
     Alert,
+    AuditRecord,
     Batch,
     BatchItem,
     BatchSnapshot,
@@ -865,6 +866,20 @@ class ConfigChangeForm(forms.ModelForm):  # type: ignore[type-arg]
             except config_registry.ConfigInvalid as exc:
                 raise forms.ValidationError(f"invalid_config: {exc} (rule: {exc.rule})") from exc
         return data
+
+
+@admin.register(AuditRecord)
+class AuditRecordAdmin(ScopedAdmin):
+    """The audit log, read-only here as everywhere (a trigger refuses UPDATE and DELETE
+    below the ORM): a tenant's admins read its records, superusers all of them."""
+
+    read_needs = Do.ADMINISTER
+    readonly_fields = _fields(AuditRecord)
+    list_display = ["at", "actor", "ip", "action", "outcome", "object_type", "object_id", "tenant"]
+    list_filter = ["outcome"]
+    list_select_related = ["tenant"]
+    search_fields = ["actor", "action", "object_id", "correlation_id"]
+    ordering = ["-at", "-id"]
 
 
 @admin.register(ConfigVersion)

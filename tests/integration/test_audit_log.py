@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from django.db import connection, transaction
 from django.db.utils import DatabaseError
+from django.test import Client
 
 from orchestrator import audit
 from orchestrator.models import AppendOnly, AuditRecord
-from tests.support.factories import TenantFactory
+from tests.support.factories import MembershipFactory, TenantFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -69,3 +70,30 @@ def test_only_a_transaction_that_declares_the_purge_may_delete() -> None:
         cursor.execute("SET LOCAL bos.audit_purge = 'on'")
         cursor.execute("DELETE FROM orchestrator_auditrecord WHERE id = %s", [row.pk])
     assert not AuditRecord.objects.filter(pk=row.pk).exists()
+
+
+def test_the_admin_shows_a_tenant_admin_their_tenants_records_read_only() -> None:
+    acme, globex = TenantFactory(slug="acme"), TenantFactory(slug="globex")
+    mine = audit.record("batch.cancel", object_id="ours", tenant=acme, who=audit.Who(actor="user:x"))
+    audit.record("batch.cancel", object_id="theirs", tenant=globex, who=audit.Who(actor="user:y"))
+    audit.record("login_failed", object_id="nobodys", who=audit.Who(actor="anonymous"))
+    ada = UserFactory(username="ada", is_staff=True)
+    MembershipFactory(user=ada, tenant=acme, role="admin")
+    vic = UserFactory(username="vic", is_staff=True)
+    MembershipFactory(user=vic, tenant=acme, role="operator")
+    admin, operator = Client(), Client()
+    admin.force_login(ada)
+    operator.force_login(vic)
+
+    page = admin.get("/admin/orchestrator/auditrecord/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "ours" in text and "theirs" not in text and "nobodys" not in text
+    assert operator.get("/admin/orchestrator/auditrecord/").status_code == 403
+    assert admin.get(f"/admin/orchestrator/auditrecord/{mine.pk}/change/").status_code == 200
+    assert admin.get(f"/admin/orchestrator/auditrecord/{mine.pk}/delete/").status_code == 403
+    assert (
+        admin.post(f"/admin/orchestrator/auditrecord/{mine.pk}/change/", {"actor": "forged"}).status_code
+        == 403
+    )
+    assert AuditRecord.objects.get(pk=mine.pk).actor == "user:x"
