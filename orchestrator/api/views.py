@@ -46,7 +46,7 @@ from orchestrator.models import Batch, PhaseRun, Pipeline, PipelineVersion, Tena
 from orchestrator.observability import context as log_context
 from orchestrator.observability import tracing
 from orchestrator.profiling import version_stats
-from orchestrator.selectors import batch_graph, batches_for, tenant_ids_for, version_graph
+from orchestrator.selectors import batch_graph, batches_for, tenant_id_of, tenant_ids_for, version_graph
 from orchestrator.services.batches import (
     BatchRequest,
     batch_cancel,
@@ -200,11 +200,8 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         data_in = BatchCreateInSerializer(data=request.data)
         data_in.is_valid(raise_exception=True)
         data = data_in.validated_data
-        if data["tenant"] not in set(
-            request.user.memberships.filter(  # type: ignore[union-attr]
-                role__in=["operator", "admin"]
-            ).values_list("tenant__slug", flat=True)
-        ):
+        # A tenant not made yet has no members: only a superuser may start it.
+        if not access.may(request.user, Do.OPERATE, tenant_id_of(data["tenant"])):
             raise PermissionDenied("forbidden", "this needs the operator or admin role in the tenant")
         result = batch_create(
             request=BatchRequest(
