@@ -111,6 +111,31 @@ def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[
     log.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def flush_outlasts_a_worker_deadlock() -> Iterator[None]:
+    """A transactional test's database is flushed (TRUNCATE) at its end while the session's
+    worker may still finish that test's work (a rollback, a settle): PostgreSQL then picks
+    one of the two as a deadlock's victim. When it is the TRUNCATE, it is tried again (the
+    worker's transaction has ended by then) instead of failing the test's teardown."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+    from django.db.utils import OperationalError
+
+    original = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self: Any, sql_list: list[str]) -> None:
+        for attempt in range(1, 6):
+            try:
+                return original(self, sql_list)
+            except OperationalError as exc:
+                if "deadlock detected" not in str(exc) or attempt == 5:
+                    raise
+                time.sleep(0.2 * attempt)
+
+    DatabaseOperations.execute_sql_flush = execute_sql_flush  # type: ignore[method-assign]
+    yield
+    DatabaseOperations.execute_sql_flush = original  # type: ignore[method-assign]
+
+
 @pytest.fixture(autouse=True)
 def runtime_config_starts_fresh(request: pytest.FixtureRequest) -> None:
     """Each test that uses the database starts at the default runtime configuration.

@@ -421,7 +421,15 @@ SETTINGS: tuple[Setting, ...] = (
         min=1,
         max=10_000_000,
     ),
-    S("BOS_MAX_ITEM_BYTES", "int", 262144, "Largest item payload accepted.", _LIMITS, min=1),
+    S(
+        "BOS_MAX_ITEM_BYTES",
+        "int",
+        262144,
+        "Largest item payload accepted, as compact JSON (UTF-8): a larger one refuses its request "
+        "(DLQ / HTTP 400 `item_too_large`).",
+        _LIMITS,
+        min=1,
+    ),
     S(
         "BOS_CHUNK_SIZE",
         "int",

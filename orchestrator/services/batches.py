@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -75,6 +77,14 @@ def _check_request(request: BatchRequest) -> None:
     keys = [item["key"] for item in request.items]
     if len(set(keys)) != len(keys):
         raise InvalidRequest("duplicate_item_key", "item keys must be unique within a batch")
+    limit = settings.BOS_MAX_ITEM_BYTES
+    for item in request.items:
+        size = len(json.dumps(item.get("payload"), separators=(",", ":"), ensure_ascii=False).encode())
+        if size > limit:
+            raise InvalidRequest(
+                "item_too_large",
+                f"item {str(item['key'])[:100]!r}: its payload is {size} bytes of JSON; at most {limit} are allowed",
+            )
     if not 0 <= request.priority <= 9:
         raise InvalidRequest("invalid_priority", "priority must be between 0 and 9")
 

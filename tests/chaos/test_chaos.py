@@ -324,6 +324,7 @@ POISON_KAFKA: list[tuple[str, Any]] = [
     ("unknown_pipeline_version", "unknown-version"),
     ("too_many_items", "too-many-items"),
     ("too_large", "too-large"),
+    ("item_too_large", "item-too-large"),
     ("batch_not_found", "cancel-unknown"),
     ("invalid_schema", "cancel-without-external-id"),
 ]
@@ -350,6 +351,8 @@ def _poison(kind: str) -> bytes:
         data["items"] = [{"key": f"k{n}"} for n in range(settings.BOS_MAX_ITEMS + 1)]
     elif kind == "too-large":
         data["items"] = [{"key": "a", "payload": {"text": "x" * 300_000}}]
+    elif kind == "item-too-large":  # a message under its limit, one item over BOS_MAX_ITEM_BYTES
+        data["items"] = [{"key": "a", "payload": {"text": "x" * 100_000}}]
     elif kind == "cancel-unknown":
         base.update(event_type="batch.cancel_requested", data={"external_id": "never-was"})
     elif kind == "cancel-without-external-id":
@@ -365,6 +368,7 @@ def test_poison_on_kafka_is_dead_lettered_with_reasons_and_the_rest_goes_on(
     from tests.support.kafka import headers_of, read_topic, send_raw
 
     settings.BOS_MAX_MESSAGE_BYTES = 200_000
+    settings.BOS_MAX_ITEM_BYTES = 50_000
     before = len(read_topic(settings.BOS_TOPIC_DLQ, timeout=3))
     good = request_message(external_id="good-among-poison")
     values: list[tuple[bytes | None, bytes | None]] = []

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse
 from rest_framework.test import APIClient
@@ -122,6 +123,18 @@ def test_a_body_over_the_limit_is_a_json_413_too_large(api: APIClient) -> None:
     payload = assert_error(post_text(api, big), 413, "too_large")
     assert str(body_limit()) in payload["message"]
     assert not Batch.objects.exists()
+
+
+def test_an_item_over_the_item_limit_is_a_400_item_too_large_and_one_at_it_is_taken(api: APIClient) -> None:
+    limit = settings.BOS_MAX_ITEM_BYTES
+    assert limit == 256 * 1024  # the default, under the body's limit: a body can hold such an item
+    at_limit = json.dumps({"text": "a" * (limit - len('{"text":""}'))}, separators=(",", ":"))
+    assert len(at_limit) == limit
+    over = json.dumps({"text": "a" * (limit - len('{"text":""}') + 1)}, separators=(",", ":"))
+    payload = assert_error(post_text(api, body_text(over)), 400, "item_too_large")
+    assert "'essay-1'" in payload["message"] and str(limit) in payload["message"]
+    assert not Batch.objects.exists()
+    assert post_text(api, body_text(at_limit, external_id="at-limit")).status_code == 201
 
 
 def test_the_parser_reads_no_more_than_the_limit_whatever_the_header_says() -> None:
