@@ -158,7 +158,8 @@ def admin_actions() -> list[str]:
     return sorted(
         action_key(model._meta.label, name)
         for model, model_admin in admin.site._registry.items()
-        for _, name, _ in model_admin._get_base_actions()
+        # Django's own list of a ModelAdmin's actions, the site's included (no public API).
+        for _, name, _ in model_admin._get_base_actions()  # type: ignore[attr-defined]
     )
 
 
@@ -184,8 +185,6 @@ BREAKERS_FOR_MEMBERS = (
     "breakers page and the dashboard's probes refuse members), but breakers_view has no check "
     "(orchestrator/api/views.py, breakers_view)"
 )
-
-
 SUPERUSER_SEES_NO_BATCH = (
     "WRONG REFUSAL: access.py gives a superuser every tenant's objects (docs/masking.md: superusers "
     "read items over the API), but batches_for/tenant_ids_for count memberships only "
@@ -196,8 +195,6 @@ SUFFIX_CRASH = (
     "format='json', which its signature does not take (orchestrator/api/views.py, BatchViewSet "
     "and PipelineViewSet @action methods)"
 )
-
-
 SUPERUSER_BATCHES = {"superuser": SUPERUSER_SEES_NO_BATCH}
 # Submitting needs the operator role in the body's tenant; another tenant: 403.
 API_SUBMIT = tenanted(API_ANONYMOUS, at_least(ROLES["operator"], PAST, S({403})), S({403}), PAST)
@@ -370,7 +367,6 @@ class ModelRules:
     members_read: bool = False
     su_add: bool = False
     su_delete: bool = False
-    target: str = ""
 
     def reads(self, rank: int) -> bool:
         return self.members_read or (self.tenant and self.read is not None and rank >= self.read)
@@ -419,64 +415,63 @@ def _admin_base(label: str) -> str:
 
 
 def _model_entries(label: str, rules: ModelRules) -> list[Entry]:
-    base, target = _admin_base(label), label
-    reads = (
-        at_least(1, OK, S({403}))
-        if rules.members_read
-        else (lambda rank: OK if rules.reads(rank) else S({403}))
-    )
-    # An object not found among the user's rows: a redirect (as for one that does not
-    # exist) if they may read the model at all, else 403.
-    hidden: ByRank = lambda rank: REDIRECT if rules.reads(rank) else S({403})  # noqa: E731
-    su_add = S({200}) if rules.su_add else S({403})
-    su_delete = REDIRECT if rules.su_delete else S({403})
-    deletes = {"superuser"} if rules.su_delete else set()
+    """A model's admin pages: its list, Add (an empty form posted), an object's history,
+    Delete (confirmed), change page (read) and the old-style object URL."""
+    base = _admin_base(label)
+
+    def reads(rank: int) -> frozenset[int]:
+        return OK if rules.reads(rank) else S({403})
+
+    def hidden(rank: int) -> frozenset[int]:
+        # An object not among the user's rows: a redirect (as for one that does not
+        # exist) when they may read the model at all, else 403.
+        return REDIRECT if rules.reads(rank) else S({403})
+
+    def history(rank: int) -> frozenset[int]:
+        # Django's history page redirects before it asks for any permission.
+        return OK if rules.reads(rank) else (REDIRECT if rules.tenant else S({403}))
 
     def on_object(own: ByRank, other: ByRank, superuser: frozenset[int]) -> Expect:
         if rules.tenant:
             return tenanted(REDIRECT, own, other, superuser)
-        return plain(REDIRECT, own, superuser)
+        return plain(REDIRECT, own, superuser)  # a row of no tenant: the same for A and B
 
-    seen: ByRank = lambda rank: OK if rules.reads(rank) else hidden(rank)  # noqa: E731
-    if not rules.tenant:
-        # Rows of no tenant are found by every staff user; the view refuses them (403).
-        seen = lambda rank: OK if rules.reads(rank) else S({403})  # noqa: E731
-    history_hidden: ByRank = lambda rank: REDIRECT if rules.tenant else S({403})  # noqa: E731
+    nobody = _const(S({403}))
+    deleted = REDIRECT if rules.su_delete else S({403})
     return [
         Entry(base, (Check("GET", plain(REDIRECT, reads, OK)),)),
-        Entry(base + "add/", (Check("POST", plain(REDIRECT, S({403}), su_add), body={}, watch=label),)),
+        Entry(
+            base + "add/",
+            (Check("POST", plain(REDIRECT, nobody, OK if rules.su_add else S({403})), body={}, watch=label),),
+        ),
         Entry(
             base + "<object_id>/history/",
-            (
-                Check(
-                    "GET",
-                    on_object(lambda r: OK if rules.reads(r) else history_hidden(r), history_hidden, OK),
-                    target=target,
-                ),
-            ),
+            (Check("GET", on_object(history, _const(REDIRECT), OK), target=label),),
         ),
         Entry(
             base + "<object_id>/delete/",
             (
                 Check(
                     "POST",
-                    on_object(_const(S({403})), _const(S({403})), su_delete),
-                    target=target,
+                    on_object(nobody, nobody, deleted),
+                    target=label,
                     body={"post": "yes"},
-                    changes=frozenset(deletes),
+                    changes=S({"superuser"} if rules.su_delete else ()),
                 ),
             ),
         ),
-        Entry(base + "<object_id>/change/", (Check("GET", on_object(seen, hidden, OK), target=target),)),
+        Entry(base + "<object_id>/change/", (Check("GET", on_object(reads, hidden, OK), target=label),)),
         # Django's old-style object URL: a redirect to the change page, for whoever asks.
         Entry(
             base + "<object_id>/",
-            (Check("GET", on_object(_const(REDIRECT), _const(REDIRECT), REDIRECT), target=target),),
+            (Check("GET", on_object(_const(REDIRECT), _const(REDIRECT), REDIRECT), target=label),),
         ),
     ]
 
 
 def _action_entries(label: str, rules: ModelRules) -> list[Entry]:
+    """A model's actions posted to its list for one object: the site's `delete_selected`
+    (a superuser's where they may delete) and the batch actions (operators)."""
     entries = []
     superuser = REDIRECT if rules.su_delete else ACTION_REFUSED
     if rules.tenant:
