@@ -33,12 +33,13 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.db.models import Model
 from django.test import Client
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, include, path, resolve
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
+from orchestrator.config import store
 from orchestrator.models import (
     Alert,
     AuditRecord,
@@ -77,6 +78,7 @@ from tests.support.factories import BatchFactory, OutboxEventFactory, PipelineVe
 
 pytestmark = [pytest.mark.integration]
 
+ROOT_URLCONF = settings.ROOT_URLCONF
 OWN, OTHER = "matrix-alpha", "matrix-beta"
 PIPELINE = "matrix-pipeline"
 METRICS_TOKEN = "matrix-metrics-token"
@@ -85,14 +87,35 @@ METRICS_TOKEN = "matrix-metrics-token"
 # --- 1. Every pattern and action has an entry ---------------------------------------------------
 
 
-def test_every_url_and_admin_action_has_an_entry() -> None:
+def undeclared() -> tuple[list[str], list[str], list[str]]:
+    """(patterns and actions without an entry, entries without either, routes read twice)."""
     found = [route for route, _ in url_patterns()] + admin_actions()
-    declared = set(ENTRIES)
-    missing = sorted(set(found) - declared)
-    stale = sorted(declared - set(found))
+    missing = sorted(set(found) - set(ENTRIES))
+    stale = sorted(set(ENTRIES) - set(found))
+    twice = sorted({route for route in found if found.count(route) > 1})
+    return missing, stale, twice
+
+
+def test_every_url_and_admin_action_has_an_entry() -> None:
+    missing, stale, twice = undeclared()
     assert not missing, f"no entry in tests/support/access_matrix.py for: {missing}"
     assert not stale, f"entries without a URL pattern or admin action: {stale}"
-    assert len(found) == len(set(found)), "two URL patterns read as the same route"
+    assert not twice, f"URL patterns read as the same route: {twice}"
+
+
+def _new_endpoint(request: Any) -> None:
+    """A view nobody declared (only routed by the URL map below)."""
+
+
+# The project's URL map with one endpoint more, as a change adding it would leave it.
+urlpatterns = [path("api/v1/batches/<uuid:pk>/pause/", _new_endpoint), path("", include(ROOT_URLCONF))]
+
+
+def test_an_endpoint_added_without_an_entry_is_named(settings: Any) -> None:
+    settings.ROOT_URLCONF = __name__
+    missing, stale, _ = undeclared()
+    assert missing == ["api/v1/batches/<pk>/pause/"]
+    assert stale == []
 
 
 # --- The world ----------------------------------------------------------------------------------
@@ -135,6 +158,11 @@ def _task_result(batch: Batch | None) -> TaskResult:
     if batch is not None:
         BatchTask.objects.create(task=result, batch=batch)
     return result
+
+
+def flag(name: str, tenants: list[str]) -> ConfigVersion:
+    value = {"enabled": True, "percent": 100, "tenants": tenants, "pipelines": [], "description": ""}
+    return store.flag_set(name=name, value=value, actor="test", reason="the access matrix")
 
 
 def build_world() -> World:
@@ -226,19 +254,15 @@ def build_world() -> World:
             "orchestrator.Membership": Membership.objects.create(user=member, tenant=tenant, role="viewer"),
         }
         objects.update({(kind, slug): obj for kind, obj in per_tenant.items()})
+    flag("matrix-both", [OWN, OTHER])
     bystander = User.objects.create(username="matrix-bystander")
     token, _ = AuthToken.objects.create(user=bystander)
     objects.update(
         {
             ("orchestrator.Pipeline", None): version.pipeline,
             ("orchestrator.PipelineVersion", None): version,
-            ("orchestrator.ConfigVersion", None): ConfigVersion.objects.create(
-                version=ConfigVersion.objects.count() + 1,
-                actor="test",
-                reason="matrix",
-                changes={},
-                values={},
-            ),
+            # Flags of both tenants and of B alone: A's members see the first, trimmed to A.
+            ("orchestrator.ConfigVersion", None): flag("matrix-beta-only", [OTHER]),
             ("auth.User", None): bystander,
             ("auth.Group", None): Group.objects.create(name="matrix-group"),
             ("knox.AuthToken", None): token,
@@ -480,7 +504,13 @@ def test_no_response_leaks_another_tenants_data(matrix: World) -> None:
     )
     assert ok > 200, "too few pages were shown to check them for leaks"
     assert not leaks, "\n".join(leaks)
-    # The control: where B's objects may be shown, the markers do find them.
+    # The controls: A's members do get what is shared with B, trimmed to A ...
+    flags_entry = ENTRIES["api/v1/flags/"]
+    flags = request(flags_entry, flags_entry.checks[0], matrix, "viewer").json()["results"]
+    assert [(f["name"], f["tenants"]) for f in flags if f["name"].startswith("matrix")] == [
+        ("matrix-both", [OWN])
+    ]
+    # ... and where B's objects may be shown, the markers do find them.
     batches = ENTRIES["admin/orchestrator/batch/"].checks[0]
     shown = request(ENTRIES["admin/orchestrator/batch/"], batches, matrix, "superuser").content.decode()
     assert {m for m in markers if m in shown} >= {
