@@ -8,13 +8,12 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import F, QuerySet
 
+from orchestrator import access
 from orchestrator.errors import InvalidRequest
 from orchestrator.graphs import PhaseView, pipeline_mermaid, pipeline_svg
 from orchestrator.handlers import handler_modes
-from orchestrator.models import Batch, ItemResult, Membership, PhaseRun, Pipeline, PipelineVersion, Tenant
+from orchestrator.models import Batch, ItemResult, PhaseRun, Pipeline, PipelineVersion, Tenant
 from orchestrator.pipelines import PipelinePlan, choose_version, parse_definition
-
-ROLE_RANK = {Membership.Role.VIEWER: 0, Membership.Role.OPERATOR: 1, Membership.Role.ADMIN: 2}
 
 
 def resolve_pipeline_version(pipeline: str, version: int | None, external_id: str = "") -> PipelineVersion:
@@ -48,20 +47,15 @@ def pipeline_plan(version: PipelineVersion) -> PipelinePlan:
     return plan
 
 
-def tenant_ids_for(user: AbstractBaseUser | AnonymousUser, min_role: str = "viewer") -> list[int]:
-    if not user.is_authenticated:
-        return []
-    rank = ROLE_RANK[Membership.Role(min_role)]
-    return [
-        m.tenant_id
-        for m in Membership.objects.filter(user_id=user.pk)
-        if ROLE_RANK[Membership.Role(m.role)] >= rank
-    ]
+def tenant_ids_for(user: AbstractBaseUser | AnonymousUser) -> list[int]:
+    """The ids of the tenants a user may read (orchestrator.access): every tenant for a superuser."""
+    ids = access.tenant_ids(user)
+    return list(Tenant.objects.values_list("id", flat=True)) if ids is None else ids
 
 
 def batches_for(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Batch]:
-    """The batches a user may see: those of their tenants, and no others."""
-    return Batch.objects.filter(tenant_id__in=tenant_ids_for(user)).select_related(
+    """The batches a user may see: those of their tenants (all of them for a superuser)."""
+    return access.scope(Batch.objects.all(), user, "tenant_id").select_related(
         "tenant", "pipeline_version__pipeline"
     )
 

@@ -20,6 +20,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from kombu import Connection
 
+from orchestrator import access
 from orchestrator.config.reload import status as config_status
 from orchestrator.kafka.health import consumer_snapshots
 from orchestrator.security import bearer
@@ -108,8 +109,11 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 
 def may_see_detail(request: HttpRequest) -> bool:
+    """The platform's state (services, configuration version): a superuser's, or a scraper's
+    holding the metrics token. Staff alone is not enough: every tenant member who logs in
+    to the admin is staff."""
     user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and user.is_active and user.is_staff:
+    if user is not None and access.is_superuser(user):
         return True
     token = settings.BOS_METRICS_TOKEN
     return bool(token) and bearer.allowed(request.META.get("HTTP_AUTHORIZATION"), token)

@@ -15,7 +15,15 @@ from orchestrator.api.config_views import (
 from orchestrator.api.flag_views import flag_list_view, flag_set_view
 from orchestrator.api.views import BatchViewSet, PipelineViewSet, alerts_view, breakers_view, errors_view
 
-router = DefaultRouter()
+
+class JsonRouter(DefaultRouter):
+    """No `.json` format-suffix routes: JSON is the API's format (`Accept` chooses the
+    browsable page), and the suffix routes of custom actions answered 500."""
+
+    include_format_suffixes = False
+
+
+router = JsonRouter()
 router.register("batches", BatchViewSet, basename="batch")
 router.register("pipelines", PipelineViewSet, basename="pipeline")
 urlpatterns = [

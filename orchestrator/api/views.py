@@ -346,11 +346,15 @@ def alerts_view(request: Request) -> Response:
     tags=["health"],
     summary="Circuit breakers",
     description="The circuit breaker of every downstream dependency: state, failures in a row, seconds "
-    "until the next probe. (Liveness, readiness and metrics: `/healthz`, `/readyz`, `/metrics`.)",
+    "until the next probe; superusers only (the platform's state). (Liveness, readiness and metrics: "
+    "`/healthz`, `/readyz`, `/metrics`.)",
     responses={200: dict},
 )
 @api_view(["GET"])
 def breakers_view(request: Request) -> Response:
+    # The service's own state, no tenant's (orchestrator.access): superusers alone.
+    if not access.is_superuser(request.user):
+        raise PermissionDenied("forbidden", "the circuit breakers are the platform's: superusers only")
     return Response({"results": breaker_states()})
 
 

@@ -106,7 +106,8 @@ def corpus(*, unrunnable: str) -> list[Poison]:
             else (_encoded(value) if isinstance(value, dict) else _poison(value)),
         )
         for n, (code, value) in enumerate(POISON_KAFKA)
-        if value != "too-large"
+        # Sized for test_chaos's smaller limits; their default-sized twins are below.
+        if value not in ("too-large", "item-too-large")
     ]
     nul_fields: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("event_id", lambda: _envelope(event_id=nul)),
@@ -151,6 +152,13 @@ def corpus(*, unrunnable: str) -> list[Poison]:
         Poison("nested 1,200 deep", "invalid_json", _deep(1200)),
         Poison(f"nested {MAX_DEPTH + 1} deep", "invalid_json", _deep(MAX_DEPTH + 1)),
         Poison("2 MB", "too_large", _huge(TWO_MB)),
+        Poison(
+            "an item over BOS_MAX_ITEM_BYTES in a message under BOS_MAX_MESSAGE_BYTES",
+            "item_too_large",
+            _encoded(
+                _request(items=[{"key": "a", "payload": {"text": "x" * (settings.BOS_MAX_ITEM_BYTES + 1)}}])
+            ),
+        ),
         Poison(
             "a deadline past year 9999 in UTC",
             "invalid_schema",

@@ -39,6 +39,7 @@ from django_celery_results.models import TaskResult
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
+from orchestrator import audit
 from orchestrator.config import store
 from orchestrator.models import (
     Alert,
@@ -252,6 +253,12 @@ def build_world() -> World:
             "django_celery_results.TaskResult": _task_result(done),
             "orchestrator.Tenant": tenant,
             "orchestrator.Membership": Membership.objects.create(user=member, tenant=tenant, role="viewer"),
+            "orchestrator.AuditRecord": audit.record(
+                "batch.cancel",
+                object_id=f"{slug}-audited",
+                tenant=tenant,
+                who=audit.Who(actor="system:matrix"),
+            ),
         }
         objects.update({(kind, slug): obj for kind, obj in per_tenant.items()})
     flag("matrix-both", [OWN, OTHER])
@@ -400,7 +407,9 @@ def request(entry: Entry, check: Check, world: World, principal: str) -> Any:
 def state(check: Check, world: World, principal: str) -> Any:
     """What a refused write must leave as it was: the watched table, or the target's row."""
     if check.watch:
-        return apps.get_model(check.watch)._default_manager.count()
+        rows = apps.get_model(check.watch)._default_manager.all()
+        # The audit log records each refusal itself (a `denied` row): that is not an added row.
+        return (rows.exclude(outcome="denied") if check.watch == "orchestrator.AuditRecord" else rows).count()
     if check.target is None:
         return None
     obj = world.obj(check.target, side_for(check, world, principal))
