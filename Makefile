@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install browsers run demo test lint docs typecheck schemas bench bench-ingest bench-check bench-metrics bench-security bench-dashboard services services-down clean
+.PHONY: install browsers run demo test test-fast lint docs typecheck schemas bench bench-ingest bench-check bench-metrics bench-security bench-dashboard services services-down clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ demo: install
 
 test: install browsers
 	$(PY) -m bos_project.devservices run -- $(PY) -m pytest --ds=tests.settings $(PYTEST_ARGS)
+
+# The inner loop: the unit tests alone (tests/unit, marker `unit`), no services, seconds.
+test-fast: install
+	$(OFFLINE_ENV) $(PY) -m pytest --ds=tests.settings -m unit -q $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,6 +110,33 @@ def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[
     yield worker
     worker.stop()
     log.close()
+
+
+TESTS = Path(__file__).resolve().parent
+# Each kind of test lives in its folder, and its folder is its marker (tests/README.md).
+FOLDERS = ("unit", "integration", "e2e", "chaos", "contract", "browser")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its folder's kind, so `-m unit` (or any other) cannot miss one.
+
+    A test outside those folders, or a `unit` test elsewhere (`-m unit` runs with no
+    services), is a usage error naming it.
+    """
+    problems = []
+    for item in items:
+        parts = item.path.resolve().relative_to(TESTS).parts
+        folder = parts[0] if len(parts) > 1 else ""
+        if folder not in FOLDERS:
+            problems.append(f"{item.nodeid}: tests live in tests/<{'|'.join(FOLDERS)}>/")
+            continue
+        if folder != "unit" and item.get_closest_marker("unit") is not None:
+            problems.append(
+                f"{item.nodeid}: marked unit but in tests/{folder}/ (unit tests live in tests/unit/)"
+            )
+        item.add_marker(getattr(pytest.mark, folder))
+    if problems:
+        raise pytest.UsageError("\n".join(problems))
 
 
 @pytest.fixture(scope="session", autouse=True)

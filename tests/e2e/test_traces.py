@@ -22,7 +22,7 @@ from orchestrator.kafka.publisher import OutboxPublisher
 from orchestrator.models import Batch, OutboxEvent
 from orchestrator.observability import tracing
 from tests.conftest import LOG_DIR
-from tests.integration.test_structured_logs import start
+from tests.e2e.test_structured_logs import start
 from tests.support.factories import MembershipFactory, essay_items, request_message
 from tests.support.kafka import headers_of, read_topic
 from tests.support.otlp import OtlpReceiver, ReceivedSpan, otlp_receiver

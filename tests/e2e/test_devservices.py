@@ -21,7 +21,7 @@ import pytest
 
 from bos_project import devservices
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "KAFKA_BOOTSTRAP_SERVERS")
 
 
@@ -202,12 +202,3 @@ def test_down_stops_everything_and_run_stops_what_it_started(bos_home: Path) -> 
     in_use = devservices.read_services_env(bos_home / "services.env")
     assert result.stdout.strip() == in_use["DATABASE_URL"]
     assert not any(alive(pid) for pid in pids(bos_home).values())
-
-
-@pytest.mark.unit
-def test_unreachable_external_url_names_the_variable_not_the_password() -> None:
-    with pytest.raises(devservices.DevServicesError) as error:
-        devservices._wait_external("DATABASE_URL", "postgres://u:s3cret@127.0.0.1:1/x", timeout=0.3)
-    assert "DATABASE_URL" in str(error.value)
-    assert "127.0.0.1:1" in str(error.value)
-    assert "s3cret" not in str(error.value)

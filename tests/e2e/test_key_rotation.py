@@ -20,7 +20,7 @@ from orchestrator.kafka.clients import ensure_topics
 from orchestrator.key_rotation import COLUMNS
 from orchestrator.models import AuditRecord, Batch, ItemResult
 from tests.conftest import LOG_DIR
-from tests.integration.test_structured_logs import start
+from tests.e2e.test_structured_logs import start
 from tests.support.factories import request_message
 from tests.support.kafka import send_requests
 from tests.support.processes import stop
