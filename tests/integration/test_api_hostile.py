@@ -276,7 +276,7 @@ class TestWithDebugOn:
     @pytest.mark.parametrize(
         ("url", "target"),
         [
-            ("/api/v1/breakers/", "orchestrator.api.views.breaker_states"),
+            ("/api/v1/errors/", "orchestrator.api.views.top_errors"),
             ("/metrics", "orchestrator.api.metrics.generate_latest"),
         ],
     )
@@ -288,7 +288,7 @@ class TestWithDebugOn:
         url: str,
         target: str,
     ) -> None:
-        def explode(*args: object) -> None:
+        def explode(*args: object, **kwargs: object) -> None:
             raise RuntimeError("a bug, not an input")
 
         monkeypatch.setattr(target, explode)
