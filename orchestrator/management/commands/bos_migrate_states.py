@@ -6,14 +6,14 @@ A dry run by default: it prints what would change. See docs/recovery.md.
 
 from __future__ import annotations
 
-from typing import IO, Any, cast
+from typing import Any
 
 from django.core.management.base import CommandError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from orchestrator.management.audited import AuditedCommand
+from orchestrator.management.terminal import console_of, progress_bar
 from orchestrator.services.state_migration import (
     MIGRATION,
     MigrationPlan,
@@ -23,17 +23,6 @@ from orchestrator.services.state_migration import (
     plan_migration,
     validate_histories,
 )
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 class Command(AuditedCommand):
@@ -66,9 +55,7 @@ class Command(AuditedCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.require_platform()
-        stream = cast(IO[str], self.stdout._out)  # the stream behind Django's wrapper
-        # Piped or captured: wide enough that ids and flags are never cut.
-        console = Console(file=stream, width=None if stream.isatty() else 160, highlight=False)
+        console = console_of(self, width=160)
         if not options["maps"] and not options["validate"]:
             raise CommandError("give --map OLD=NEW (repeatable), or --validate")
         if options["page"] < 1:
@@ -117,7 +104,7 @@ class Command(AuditedCommand):
             console.print("dry run: nothing changed; add --execute to apply")
 
     def _execute(self, console: Console, plan: MigrationPlan, options: dict[str, Any]) -> None:
-        with _progress(console) as progress:
+        with progress_bar(console) as progress:
             task = progress.add_task(f"migrating {plan.state_field}s", total=plan.total)
             result = execute_migration(
                 plan.mapping,
@@ -137,7 +124,7 @@ class Command(AuditedCommand):
             console.print(f"moved {result.total} phase(s) ({moved or 'none'})")
 
     def _validate(self, console: Console, pending: dict[str, str] | None, page: int) -> None:
-        with _progress(console) as progress:
+        with progress_bar(console) as progress:
             task = progress.add_task("validating histories", total=None)
             report = validate_histories(
                 mapping=pending, page=page, progress=lambda n: progress.advance(task, n)

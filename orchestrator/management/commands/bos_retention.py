@@ -7,15 +7,14 @@ with `--execute`, purge it with a progress bar and write an audit record
 
 from __future__ import annotations
 
-from typing import IO, Any, cast
+from typing import Any
 
 from django.core.management.base import CommandError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from orchestrator.access import Do
 from orchestrator.management.audited import AuditedCommand
+from orchestrator.management.terminal import console_of, progress_bar
 from orchestrator.models import Tenant
 from orchestrator.services.retention import CHUNK, Plan, plan, purge, record_purge
 
@@ -64,8 +63,7 @@ class Command(AuditedCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        stream = cast(IO[str], self.stdout._out)  # the stream behind Django's wrapper
-        console = Console(file=stream, width=None if stream.isatty() else 160, highlight=False)
+        console = console_of(self, width=160)
         if options["chunk"] < 1:
             raise CommandError("--chunk must be at least 1")
         tenants = None
@@ -85,14 +83,7 @@ class Command(AuditedCommand):
         if not options["execute"]:
             console.print("dry run: nothing purged; add --execute to purge")
             return
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
+        with progress_bar(console) as progress:
             bars = {
                 "items": progress.add_task("item payloads", total=due.items),
                 "audit_records": progress.add_task(

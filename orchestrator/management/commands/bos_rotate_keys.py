@@ -9,16 +9,16 @@ the audit record `keys.rotate`. The runbook: docs/encryption.md, "Rotating a key
 
 from __future__ import annotations
 
-from typing import IO, Any, cast
+from typing import Any
 
 from django.core.management.base import CommandError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from orchestrator import audit
 from orchestrator.key_rotation import COLUMNS, Counts, process, values_count
 from orchestrator.management.audited import AuditedCommand
+from orchestrator.management.terminal import console_of, progress_bar
 
 
 class Command(AuditedCommand):
@@ -36,8 +36,7 @@ class Command(AuditedCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        stream = cast(IO[str], self.stdout._out)  # the stream behind Django's wrapper
-        console = Console(file=stream, width=None if stream.isatty() else 200, highlight=False)
+        console = console_of(self, width=200)
         size, execute = options["batch_size"], options["execute"]
         if not 1 <= size <= 10_000:
             raise CommandError("--batch-size must be between 1 and 10000")
@@ -73,14 +72,7 @@ class Command(AuditedCommand):
             console.print("done: every value is under the newest key")
 
     def _run(self, console: Console, counts: dict[str, Counts], *, execute: bool, size: int) -> None:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
+        with progress_bar(console) as progress:
             for column in COLUMNS:
                 task = progress.add_task(
                     f"{'re-encrypting' if execute else 'checking'} {column.label}", total=values_count(column)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import IO, Any, cast
+from typing import Any
 
 from django.core.management.base import CommandError
 from django.db.models import Count, Max
@@ -20,6 +20,7 @@ from rich.table import Table
 from orchestrator.access import Do
 from orchestrator.errors import OrchestrationError
 from orchestrator.management.audited import AuditedCommand
+from orchestrator.management.terminal import console_of
 from orchestrator.models import Batch, BatchSnapshot
 from orchestrator.services.rewind import RewindPlan, batch_rewind, rewind_plan
 from orchestrator.services.snapshots import (
@@ -121,9 +122,7 @@ class Command(AuditedCommand):
         parser.add_argument("--limit", type=int, default=100, help="rows to list (default 100)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        stream = cast(IO[str], self.stdout._out)  # the stream behind Django's wrapper
-        # Piped or captured: wide enough that ids and flags are never cut.
-        console = Console(file=stream, width=None if stream.isatty() else 160, highlight=False)
+        console = console_of(self, width=160)
         if options.get("action") == "rewind":
             self._rewind(console, options)
             return

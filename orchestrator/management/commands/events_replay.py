@@ -7,7 +7,7 @@ A dry run by default: it lists what would be sent. See docs/events.md for the ru
 from __future__ import annotations
 
 import uuid
-from typing import IO, Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -15,7 +15,6 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from kafka.errors import KafkaError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from orchestrator.access import Do
@@ -29,6 +28,7 @@ from orchestrator.kafka.replay import (
     replay,
 )
 from orchestrator.management.audited import AuditedCommand
+from orchestrator.management.terminal import console_of, progress_bar
 from orchestrator.models import Batch
 from orchestrator.selectors import tenant_id_of
 
@@ -87,9 +87,7 @@ class Command(AuditedCommand):
             self.require_platform()
 
     def handle(self, *args: Any, **options: Any) -> None:
-        stream = cast(IO[str], self.stdout._out)  # the stream behind Django's wrapper
-        # Piped or captured: wide enough that ids and topics are never cut.
-        console = Console(file=stream, width=None if stream.isatty() else 200, highlight=False)
+        console = console_of(self, width=200)
         if options["show"] < 0:
             raise CommandError("--show must be 0 (all) or more")
         self._require_role(options)
@@ -147,14 +145,7 @@ class Command(AuditedCommand):
             ) from exc
         try:
             prepare_replay_topics(plan)
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=console,
-                transient=True,
-            ) as progress:
+            with progress_bar(console) as progress:
                 task = progress.add_task(f"replaying ({replay_id})", total=plan.total)
                 result = replay(
                     plan,
